@@ -1,0 +1,1 @@
+"""Agents: PPO with two value heads and the networks it uses."""

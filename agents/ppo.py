@@ -1,0 +1,534 @@
+"""PPO with two value heads (extrinsic, intrinsic) and an intrinsic bonus, on cpu or cuda.
+
+Read it top to bottom: config, validation, then `train`, which sets up, collects a rollout,
+scores it with the bonus, assigns credit, and updates. Design choices for speed:
+- the envs are split into `env_groups` groups stepped asynchronously: while one group
+  simulates on envpool's threads, the policy runs for the next group;
+- rollout buffers live on the device; the only host sync per step is the action copy that
+  the environments need; episode statistics are accumulated on the device and read once
+  per update;
+- the bonus scores the whole rollout in one batched pass after collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.distributions import Categorical
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import envs as env_registry
+from agents.networks import TwoHeadPolicy
+from explore.bonus import BonusModule
+from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
+from explore.credit import rollout_advantages
+from explore.errors import ConfigError
+from explore.rnd import RND
+
+MONTEZUMA_ROOM_RAM_INDEX = 3
+BONUSES = ("rnd", "none")
+
+
+@dataclass
+class Config:
+    """PPO with an intrinsic bonus (default: PPO + RND on Montezuma's Revenge, the RND paper's settings)."""
+
+    # --- experiment ---
+    env_id: str = "MontezumaRevenge-v5"
+    """environment id (`explore list-envs` lists them; `Explore/` prefix optional)"""
+    bonus: str = "rnd"
+    """intrinsic bonus: 'rnd', or 'none' for plain PPO"""
+    seed: int = 1
+    """seed of torch, numpy and the environments"""
+    total_timesteps: int = 2_000_000_000
+    """total agent steps over all envs"""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"""
+    run_dir: str | None = None
+    """where TensorBoard logs, config.json and checkpoint.pt go (default: runs/<env>__<bonus>__<seed>__<time>)"""
+    resume: str | None = None
+    """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
+    preset: Literal["paper", "quick"] = "paper"
+    """defaults to start from: 'paper' (RND paper, 128 envs, for a GPU) or 'quick' (a few minutes on a CPU)"""
+    checkpoint_interval: int = 10
+    """save a checkpoint every this many updates (and at the end)"""
+    progress: bool = True
+    """show a progress bar with SPS and the latest return"""
+
+    # --- environments ---
+    num_envs: int = 128
+    """number of parallel environments"""
+    env_groups: int = 2
+    """split the envs into this many groups stepped asynchronously (overlaps simulation with inference)"""
+    sticky_action_prob: float = 0.25
+    """probability of repeating the previous action (Atari)"""
+    max_episode_steps: int = 4500
+    """episode cut, in agent steps (4500 = 18000 frames at frame skip 4)"""
+    full_action_space: bool = True
+    """use all 18 Atari actions"""
+
+    # --- PPO ---
+    num_steps: int = 128
+    """steps per env per rollout"""
+    learning_rate: float = 1e-4
+    """Adam learning rate"""
+    anneal_lr: bool = False
+    """anneal the learning rate linearly to 0"""
+    gamma: float = 0.999
+    """discount of the extrinsic (episodic) stream"""
+    int_gamma: float = 0.99
+    """discount of the intrinsic (non-episodic) stream"""
+    gae_lambda: float = 0.95
+    """GAE lambda for both streams"""
+    num_minibatches: int = 4
+    """minibatches per epoch"""
+    update_epochs: int = 4
+    """epochs over each rollout"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch"""
+    clip_coef: float = 0.1
+    """PPO ratio clipping"""
+    ent_coef: float = 0.001
+    """entropy bonus coefficient"""
+    vf_coef: float = 1.0
+    """value loss coefficient (the loss is 0.5 * squared error, summed over both heads)"""
+    max_grad_norm: float = 0.5
+    """gradient norm clip"""
+    ext_coef: float = 2.0
+    """weight of the extrinsic advantage"""
+    int_coef: float = 1.0
+    """weight of the intrinsic advantage"""
+    reward_clip: float = 1.0
+    """clip extrinsic rewards to [-reward_clip, reward_clip] for learning (returns are logged unclipped)"""
+
+    # --- RND ---
+    update_proportion: float = 0.25
+    """fraction of each minibatch that trains the RND predictor"""
+    rnd_warmup_iterations: int = 50
+    """random-agent rollouts of num_steps steps that initialize the observation statistics"""
+
+    # --- speed ---
+    amp: bool = True
+    """bf16 autocast for network forward passes on cuda"""
+    compile: bool = False
+    """torch.compile the policy"""
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.batch_size // self.num_minibatches
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_timesteps // self.batch_size
+
+
+PRESETS: dict[str, Config] = {
+    "paper": Config(),
+    "quick": Config(
+        preset="quick",
+        num_envs=8,
+        num_steps=128,
+        total_timesteps=49_152,
+        rnd_warmup_iterations=4,
+        checkpoint_interval=8,
+        device="cpu",
+    ),
+}
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError naming the bad value; called before any environment starts."""
+
+    def fail(name: str, value, valid: str) -> None:
+        raise ConfigError(f"--{name.replace('_', '-')} {value!r} is invalid: {valid}")
+
+    for name in (
+        "num_envs",
+        "num_steps",
+        "num_minibatches",
+        "update_epochs",
+        "env_groups",
+        "checkpoint_interval",
+    ):
+        if getattr(config, name) < 1:
+            fail(name, getattr(config, name), "it must be an integer >= 1")
+    if config.num_envs % config.env_groups:
+        fail("env_groups", config.env_groups, f"it must divide --num-envs {config.num_envs}")
+    if config.batch_size % config.num_minibatches:
+        fail(
+            "num_minibatches",
+            config.num_minibatches,
+            f"it must divide the batch num_envs * num_steps = {config.batch_size}",
+        )
+    if config.total_timesteps < config.batch_size:
+        fail(
+            "total_timesteps",
+            config.total_timesteps,
+            f"it must be at least one batch ({config.batch_size} steps)",
+        )
+    for name in ("learning_rate", "clip_coef", "max_grad_norm", "reward_clip"):
+        if not getattr(config, name) > 0:
+            fail(name, getattr(config, name), "it must be > 0")
+    for name in ("ent_coef", "vf_coef", "ext_coef", "int_coef"):
+        if getattr(config, name) < 0:
+            fail(name, getattr(config, name), "a coefficient must be >= 0")
+    for name in ("gamma", "int_gamma", "gae_lambda", "sticky_action_prob"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            fail(name, getattr(config, name), "it must lie in [0, 1]")
+    if not 0.0 < config.update_proportion <= 1.0:
+        fail("update_proportion", config.update_proportion, "it must lie in (0, 1]")
+    if config.rnd_warmup_iterations < 0:
+        fail("rnd_warmup_iterations", config.rnd_warmup_iterations, "it must be >= 0")
+    if config.max_episode_steps < 1:
+        fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
+    if config.bonus not in BONUSES:
+        fail("bonus", config.bonus, f"valid bonuses: {', '.join(BONUSES)}")
+    if config.preset not in PRESETS:
+        fail("preset", config.preset, f"valid presets: {', '.join(PRESETS)}")
+    resolve_device(config.device)
+    env_registry.find_suite(config.env_id)  # unknown id (with close matches) or a missing extra
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device
+
+
+def default_run_dir(config: Config) -> Path:
+    name = f"{env_registry.registration.strip_namespace(config.env_id)}__{config.bonus}__{config.seed}__{int(time.time())}"
+    return Path("runs") / name
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def make_bonus(config: Config, frame_shape: tuple[int, ...]) -> BonusModule | None:
+    if config.bonus == "rnd":
+        return RND(
+            config.num_envs,
+            frame_shape=(1, *frame_shape[1:]),
+            gamma_int=config.int_gamma,
+            update_proportion=config.update_proportion,
+        )
+    return None
+
+
+def train(config: Config) -> dict[str, float]:
+    """Train PPO (+ bonus) as `config` says; returns the final logged scalars."""
+    validate(config)
+    device = resolve_device(config.device)
+    run_dir = Path(config.resume or config.run_dir or default_run_dir(config))
+    config = dataclasses.replace(config, run_dir=str(run_dir))
+    resumed = load_checkpoint(run_dir, map_location=device) if config.resume else None
+    save_config(run_dir, config)
+
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    use_amp = config.amp and device.type == "cuda"
+
+    # --- environments: `env_groups` vector envs of num_envs / env_groups each ---
+    group_size = config.num_envs // config.env_groups
+    env_kwargs = dict(
+        repeat_action_probability=config.sticky_action_prob,
+        max_episode_steps=config.max_episode_steps,
+        full_action_space=config.full_action_space,
+    )
+    groups = [
+        env_registry.make(config.env_id, num_envs=group_size, seed=config.seed + g * group_size, **env_kwargs)
+        for g in range(config.env_groups)
+    ]
+    group_slices = [slice(g * group_size, (g + 1) * group_size) for g in range(config.env_groups)]
+    obs_shape = groups[0].single_observation_space.shape
+    num_actions = int(groups[0].single_action_space.n)
+    track_rooms = "MontezumaRevenge" in config.env_id
+
+    # --- agent, bonus, optimizer ---
+    agent = TwoHeadPolicy(obs_shape[0], num_actions).to(device)
+    bonus = make_bonus(config, obs_shape)
+    trainable = list(agent.parameters())
+    if bonus is not None:
+        bonus.to(device)
+        trainable += [p for p in bonus.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=1e-5)
+    policy = torch.compile(agent) if config.compile else agent
+
+    global_step, start_update = 0, 0
+    rooms_seen = torch.zeros(256, dtype=torch.bool, device=device)
+    if resumed is not None:
+        agent.load_state_dict(resumed["agent"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        if bonus is not None:
+            bonus.load_state_dict(resumed["bonus"])
+        rooms_seen.copy_(resumed["rooms_seen"])
+        global_step, start_update = resumed["global_step"], resumed["update"]
+        torch.set_rng_state(resumed["torch_rng"])
+        np.random.set_state(resumed["numpy_rng"])
+    elif bonus is not None and config.rnd_warmup_iterations > 0:
+        for g, envs in enumerate(groups):  # observation statistics from a random agent
+            bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=config.seed + g)
+
+    writer = SummaryWriter(str(run_dir), purge_step=global_step if resumed else None)
+    if resumed is None:
+        writer.add_text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
+
+    # --- rollout storage, on the device ---
+    T, N = config.num_steps, config.num_envs
+    obs = torch.zeros((T, N, *obs_shape), dtype=torch.uint8, device=device)
+    actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    logprobs = torch.zeros((T, N), device=device)
+    rewards = torch.zeros((T, N), device=device)
+    terminated = torch.zeros((T, N), dtype=torch.bool, device=device)
+    truncated = torch.zeros((T, N), dtype=torch.bool, device=device)
+    valid = torch.zeros((T, N), dtype=torch.bool, device=device)
+    values_ext = torch.zeros((T, N), device=device)
+    values_int = torch.zeros((T, N), device=device)
+    finished_returns = torch.full((T, N), float("nan"), device=device)
+    finished_lengths = torch.zeros((T, N), dtype=torch.long, device=device)
+
+    next_obs = torch.zeros((N, *obs_shape), dtype=torch.uint8, device=device)
+    next_valid = torch.ones(N, dtype=torch.bool, device=device)
+    episode_return = torch.zeros(N, device=device)
+    episode_length = torch.zeros(N, dtype=torch.long, device=device)
+    for envs, sl in zip(groups, group_slices, strict=True):
+        first_obs, _ = envs.reset()
+        next_obs[sl] = torch.as_tensor(first_obs, device=device)
+
+    def act(g: int, step: int) -> None:
+        """Choose actions for group g from its latest observation and send them to its envs."""
+        sl = group_slices[g]
+        obs[step, sl] = next_obs[sl]
+        valid[step, sl] = next_valid[sl]
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+            logits, v_ext, v_int = policy(next_obs[sl])
+        dist = Categorical(logits=logits.float())
+        action = dist.sample()
+        actions[step, sl] = action
+        logprobs[step, sl] = dist.log_prob(action)
+        values_ext[step, sl] = v_ext.float()
+        values_int[step, sl] = v_int.float()
+        groups[g].send(action.cpu().numpy())  # the one host copy per step: the envs need the actions
+
+    def observe(g: int, step: int) -> None:
+        """Receive group g's step results and record them on the device."""
+        sl = group_slices[g]
+        o, r, term, trunc, info = groups[g].recv()
+        r = torch.as_tensor(r, device=device)
+        term = torch.as_tensor(term, device=device)
+        trunc = torch.as_tensor(trunc, device=device)
+        rewards[step, sl] = r.clamp(-config.reward_clip, config.reward_clip)
+        terminated[step, sl] = term
+        truncated[step, sl] = trunc
+        next_obs[sl] = torch.as_tensor(o, device=device)
+        done = term | trunc
+        next_valid[sl] = ~done
+        episode_return[sl] += r
+        episode_length[sl] += valid[step, sl].long()
+        finished_returns[step, sl] = torch.where(done, episode_return[sl], torch.nan)
+        finished_lengths[step, sl] = episode_length[sl]
+        episode_return[sl] *= ~done
+        episode_length[sl] *= ~done
+        if bonus is not None:
+            bonus.reset(done)
+        if track_rooms:
+            rooms_seen[torch.as_tensor(info["ram"][:, MONTEZUMA_ROOM_RAM_INDEX], device=device).long()] = True
+
+    num_updates = config.num_updates
+    progress = tqdm(
+        total=num_updates * config.batch_size,
+        initial=global_step,
+        disable=not config.progress,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    latest_return = float("nan")
+    logged: dict[str, float] = {}
+    start_time, start_step = time.time(), global_step
+
+    for update in range(start_update, num_updates):
+        if config.anneal_lr:
+            optimizer.param_groups[0]["lr"] = config.learning_rate * (1.0 - update / num_updates)
+
+        # --- collect a rollout; group g simulates while the policy acts for group g+1 ---
+        for step in range(T):
+            for g in range(config.env_groups):
+                if step > 0:
+                    observe(g, step - 1)
+                act(g, step)
+        for g in range(config.env_groups):
+            observe(g, T - 1)
+        global_step += config.batch_size
+
+        # --- intrinsic reward for the whole rollout in one batched pass ---
+        next_obs_seq = torch.cat(
+            [obs[1:], next_obs.unsqueeze(0)]
+        )  # obs after each step (true final obs at a done)
+        batch = {"obs": obs, "next_obs": next_obs_seq, "actions": actions, "valid": valid}
+        int_rewards = bonus.bonus(batch) if bonus is not None else torch.zeros_like(rewards)
+
+        # --- credit: extrinsic episodic, intrinsic non-episodic ---
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+            _, last_v_ext, last_v_int = policy(next_obs)
+        adv_ext, ret_ext = rollout_advantages(
+            rewards,
+            values_ext,
+            last_v_ext.float(),
+            terminated,
+            truncated,
+            valid,
+            config.gamma,
+            config.gae_lambda,
+        )
+        adv_int, ret_int = rollout_advantages(
+            int_rewards,
+            values_int,
+            last_v_int.float(),
+            terminated,
+            truncated,
+            valid,
+            config.int_gamma,
+            config.gae_lambda,
+            episodic=False,
+        )
+        advantages = config.ext_coef * adv_ext + config.int_coef * adv_int
+
+        # --- PPO update ---
+        flat = {
+            "obs": obs.reshape(-1, *obs_shape),
+            "next_obs": next_obs_seq.reshape(-1, *obs_shape),
+            "actions": actions.reshape(-1),
+            "logprobs": logprobs.reshape(-1),
+            "advantages": advantages.reshape(-1),
+            "ret_ext": ret_ext.reshape(-1),
+            "ret_int": ret_int.reshape(-1),
+            "valid": valid.reshape(-1),
+        }
+        stats = torch.zeros(7, device=device)  # pg, v, entropy, approx_kl, clipfrac, bonus loss, count
+        for _ in range(config.update_epochs):
+            order = torch.randperm(config.batch_size, device=device)
+            for start in range(0, config.batch_size, config.minibatch_size):
+                mb = {k: v[order[start : start + config.minibatch_size]] for k, v in flat.items()}
+                mask = mb["valid"].float()
+                with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+                    logits, v_ext, v_int = policy(mb["obs"])
+                dist = Categorical(logits=logits.float())
+                logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]
+                ratio = logratio.exp()
+                adv = mb["advantages"]
+                if config.norm_adv:
+                    adv_mean = masked_mean(adv, mask)
+                    adv_std = masked_mean((adv - adv_mean) ** 2, mask).sqrt()
+                    adv = (adv - adv_mean) / (adv_std + 1e-8)
+                pg_loss = masked_mean(
+                    torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)),
+                    mask,
+                )
+                v_loss = 0.5 * (
+                    masked_mean((v_ext.float() - mb["ret_ext"]) ** 2, mask)
+                    + masked_mean((v_int.float() - mb["ret_int"]) ** 2, mask)
+                )
+                entropy = masked_mean(dist.entropy(), mask)
+                loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+                bonus_loss = torch.zeros((), device=device)
+                if bonus is not None:
+                    with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+                        bonus_terms = bonus.loss(mb)
+                    if "loss" in bonus_terms:
+                        bonus_loss = bonus_terms["loss"].float()
+                        loss = loss + bonus_loss
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                with torch.no_grad():
+                    approx_kl = masked_mean((ratio - 1) - logratio, mask)
+                    clipfrac = masked_mean(((ratio - 1.0).abs() > config.clip_coef).float(), mask)
+                    stats += torch.stack(
+                        [
+                            pg_loss,
+                            v_loss,
+                            entropy,
+                            approx_kl,
+                            clipfrac,
+                            bonus_loss,
+                            torch.ones((), device=device),
+                        ]
+                    ).detach()
+
+        # --- logging: the one sync per update ---
+        stats = (stats[:6] / stats[6]).tolist()
+        done_mask = ~torch.isnan(finished_returns)
+        episode_returns = finished_returns[done_mask].tolist()
+        episode_lengths = finished_lengths[done_mask].tolist()
+        for ret, length in zip(episode_returns, episode_lengths, strict=True):
+            writer.add_scalar("charts/episodic_return", ret, global_step)
+            writer.add_scalar("charts/episodic_length", length, global_step)
+        if episode_returns:
+            latest_return = episode_returns[-1]
+        sps = int((global_step - start_step) / (time.time() - start_time))
+        logged = {
+            "charts/SPS": sps,
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            "charts/intrinsic_reward": float(masked_mean(int_rewards, valid.float())),
+            "losses/policy_loss": stats[0],
+            "losses/value_loss": stats[1],
+            "losses/entropy": stats[2],
+            "losses/approx_kl": stats[3],
+            "losses/clipfrac": stats[4],
+        }
+        if bonus is not None:
+            logged[f"losses/{bonus.name}_loss"] = stats[5]
+            logged.update({f"{bonus.name}/{k}": v for k, v in bonus.metrics().items()})
+        if track_rooms:
+            logged["exploration/rooms_visited"] = int(rooms_seen.sum())
+        for key, value in logged.items():
+            writer.add_scalar(key, value, global_step)
+        progress.update(config.batch_size)
+        progress.set_postfix(
+            SPS=sps, ret=latest_return, rooms=logged.get("exploration/rooms_visited", "-"), refresh=False
+        )
+        finished_returns.fill_(float("nan"))
+
+        if (update + 1) % config.checkpoint_interval == 0 or update + 1 == num_updates:
+            state = {
+                "agent": agent.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "bonus": bonus.state_dict() if bonus is not None else None,
+                "rooms_seen": rooms_seen.cpu(),
+                "global_step": global_step,
+                "update": update + 1,
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+            }
+            save_checkpoint(run_dir, state)
+
+    progress.close()
+    writer.close()
+    for envs in groups:
+        envs.close()
+    logged["global_step"] = global_step
+    logged["latest_return"] = latest_return
+    return logged

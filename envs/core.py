@@ -1,0 +1,51 @@
+"""The vector-environment protocol every suite implements.
+
+Autoreset convention (NEXT_STEP, as envpool and gymnasium >= 1.0 vector envs do it):
+- the step that ends an episode returns the TRUE final observation, with `terminated` or
+  `truncated` set, so a truncated episode can bootstrap from the value of that observation;
+- the next step of that env is a dummy: its action is ignored, it returns the reset observation
+  with reward 0 and `info["elapsed_step"] == 0`.
+The trainer marks the dummy step invalid (valid_t = not done_{t-1}) and masks it out of the
+policy loss, of GAE's trace and of bonus training (see explore.credit.rollout_advantages).
+
+`terminated` (a true end: no bootstrap) and `truncated` (a time limit: bootstrap) are never merged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+
+
+class VecEnv(gym.vector.VectorEnv):
+    """A batch of `num_envs` environments with NEXT_STEP autoreset and optional async stepping.
+
+    Subclasses implement `async_reset`, `send` and `recv`; `reset` and `step` are their
+    synchronous compositions. `recv` returns the rows of the envs named by `info["env_id"]`.
+    Observations, rewards and flags are numpy arrays with a leading env dimension;
+    `info` is a dict of arrays (gymnasium's vector convention).
+    """
+
+    metadata: dict[str, Any] = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+
+    def async_reset(self, seed: int | None = None) -> None:
+        raise NotImplementedError
+
+    def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
+        raise NotImplementedError
+
+    def recv(self) -> StepResult:
+        raise NotImplementedError
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        self.async_reset(seed=seed)
+        obs, _, _, _, info = self.recv()
+        return obs, info
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        self.send(actions)
+        return self.recv()

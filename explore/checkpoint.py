@@ -1,0 +1,64 @@
+"""Run directories and atomic checkpoints: a kill at any moment leaves a loadable checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "config.json"
+
+C = TypeVar("C")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync it, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
+    path = Path(run_dir) / CHECKPOINT_NAME
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    return path
+
+
+def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(run_dir) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: the run in {run_dir} has not saved one yet")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_config(run_dir: Path, config: Any) -> Path:
+    path = Path(run_dir) / CONFIG_NAME
+    text = json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+    return path
+
+
+def load_config(run_dir: Path, config_type: type[C]) -> C:
+    path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--resume {run_dir}: no {CONFIG_NAME} there; is it a run directory written by explore?"
+        )
+    saved = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(config_type)}
+    return config_type(**{k: v for k, v in saved.items() if k in known})

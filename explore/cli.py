@@ -1,0 +1,101 @@
+"""The `explore` command: train, list-envs."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from explore.errors import close_matches
+
+USAGE = """usage: explore <command> [options]
+
+commands:
+  train       train PPO with an intrinsic bonus (`explore train --help` lists every flag)
+  list-envs   list every registered environment id
+
+examples:
+  explore train --preset quick                      # a few minutes of PPO+RND on a CPU
+  explore train --env-id MontezumaRevenge-v5 --num-envs 128 --device cuda
+  explore train --resume runs/<name>                # continue from the last checkpoint
+"""
+
+
+def _flag_value(argv: Sequence[str], flag: str) -> str | None:
+    """The value of `--flag X` or `--flag=X` in argv, without consuming it (tyro parses it again)."""
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_train_config(argv: Sequence[str], prog: str = "explore train"):
+    """Config from flags. Defaults come from `--preset`, or from the saved config of `--resume DIR`;
+    flags given on the command line override either."""
+    import tyro
+
+    from agents.ppo import PRESETS, Config
+    from explore.checkpoint import load_config
+    from explore.errors import ConfigError
+
+    resume = _flag_value(argv, "--resume")
+    preset = _flag_value(argv, "--preset") or "paper"
+    if resume is not None:
+        base = load_config(resume, Config)
+    elif preset in PRESETS:
+        base = PRESETS[preset]
+    else:
+        raise ConfigError(f"--preset {preset!r} is invalid: valid presets: {', '.join(PRESETS)}")
+    return tyro.cli(Config, default=base, args=list(argv), prog=prog)
+
+
+def train_main(argv: Sequence[str], prog: str = "explore train") -> None:
+    from agents.ppo import train
+
+    config = parse_train_config(argv, prog=prog)
+    result = train(config)
+    print(
+        f"finished {result['global_step']} steps; run directory: {config.resume or config.run_dir or 'runs/'}; "
+        f"latest episodic return {result['latest_return']}"
+    )
+
+
+def list_envs_main(argv: Sequence[str]) -> None:
+    import envs
+
+    for suite, ids in envs.available_ids().items():
+        print(f"# {suite} ({len(ids)} ids; also as {envs.NAMESPACE}/<id>)")
+        for env_id in ids:
+            print(env_id)
+
+
+COMMANDS = {"train": train_main, "list-envs": list_envs_main}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from explore.errors import ConfigError, MissingDependencyError, UnknownEnvError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        hint = close_matches(command, COMMANDS)
+        print(
+            f"explore: unknown command {command!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""),
+            file=sys.stderr,
+        )
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        COMMANDS[command](rest)
+    except (ConfigError, UnknownEnvError, MissingDependencyError, FileNotFoundError) as exc:
+        print(f"explore {command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
