@@ -367,6 +367,7 @@ def train(config: Config) -> dict[str, float]:
     latest_return = float("nan")
     logged: dict[str, float] = {}
     start_time, start_step = time.time(), global_step
+    steady_start, steady_step = start_time, start_step
 
     for update in range(start_update, num_updates):
         if config.anneal_lr:
@@ -506,6 +507,8 @@ def train(config: Config) -> dict[str, float]:
             logged["exploration/rooms_visited"] = int(rooms_seen.sum())
         for key, value in logged.items():
             writer.add_scalar(key, value, global_step)
+        if update == start_update:  # steady-state SPS leaves out the first update (allocation, compilation)
+            steady_start, steady_step = time.time(), global_step
         progress.update(config.batch_size)
         progress.set_postfix(
             SPS=sps, ret=latest_return, rooms=logged.get("exploration/rooms_visited", "-"), refresh=False
@@ -531,4 +534,7 @@ def train(config: Config) -> dict[str, float]:
         envs.close()
     logged["global_step"] = global_step
     logged["latest_return"] = latest_return
+    logged["device"] = str(device)
+    if num_updates - start_update > 1:
+        logged["steady_sps"] = (global_step - steady_step) / (time.time() - steady_start)
     return logged

@@ -33,6 +33,7 @@ def _envpool():
 
 def atari_ids() -> list[str]:
     """Every Atari id envpool registers, e.g. 'MontezumaRevenge-v5'."""
+    _envpool()  # MissingDependencyError naming the 'atari' extra when envpool is not installed
     from envpool.registration import registry
 
     return sorted(i for i, spec in registry.specs.items() if spec[0] == "envpool.atari")
