@@ -351,8 +351,10 @@ def train(config: Config) -> dict[str, float]:
         finished_lengths[step, sl] = episode_length[sl]
         episode_return[sl] *= ~done
         episode_length[sl] *= ~done
-        if bonus is not None:
-            bonus.reset(done)
+        if bonus is not None:  # episodic bonus state is per env: the mask covers all N envs
+            done_all = torch.zeros(N, dtype=torch.bool, device=device)
+            done_all[sl] = done
+            bonus.reset(done_all)
         if track_rooms:
             rooms_seen[torch.as_tensor(info["ram"][:, MONTEZUMA_ROOM_RAM_INDEX], device=device).long()] = True
 
@@ -387,7 +389,13 @@ def train(config: Config) -> dict[str, float]:
         next_obs_seq = torch.cat(
             [obs[1:], next_obs.unsqueeze(0)]
         )  # obs after each step (true final obs at a done)
-        batch = {"obs": obs, "next_obs": next_obs_seq, "actions": actions, "valid": valid}
+        batch = {
+            "obs": obs,
+            "next_obs": next_obs_seq,
+            "actions": actions,
+            "valid": valid,
+            "dones": terminated | truncated,
+        }
         int_rewards = bonus.bonus(batch) if bonus is not None else torch.zeros_like(rewards)
 
         # --- credit: extrinsic episodic, intrinsic non-episodic ---

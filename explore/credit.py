@@ -56,6 +56,10 @@ def rollout_advantages(
     the reset observation's, so the return flows into the next episode as if the final
     observation had been the reset one (as in the reference, which never sees the final one).
 
+    One approximation at the rollout boundary: when an episode ends on the last step, the reset
+    observation is not known yet (its dummy step opens the next rollout), so the non-episodic
+    stream bootstraps from last_value = V(final observation) there.
+
     Dummy steps get advantage 0 and are excluded from every loss by `valid`.
     Returns (advantages, returns) with returns = advantages + values.
     """

@@ -12,7 +12,7 @@ class ConfigError(ValueError):
     """An invalid configuration value, raised before any environment starts."""
 
 
-class UnknownEnvError(KeyError):
+class UnknownEnvError(ConfigError, KeyError):
     """An environment id that no suite registers."""
 
     def __init__(self, env_id: str, known: Iterable[str]):

@@ -316,7 +316,11 @@ def test_non_episodic_stream_flows_through_the_reset_observation():
 
     # V(final obs) and the dummy step's reward have no influence at all
     other, _ = episode_advantages(
-        EP_DONE_AT_1, EP_NONE, episodic=False, rewards=[1.0, 5.0, 123.0, 2.0, 1.0], values=[0.5, 1.0, -50.0, 0.2, 0.4]
+        EP_DONE_AT_1,
+        EP_NONE,
+        episodic=False,
+        rewards=[1.0, 5.0, 123.0, 2.0, 1.0],
+        values=[0.5, 1.0, -50.0, 0.2, 0.4],
     )
     assert_close(other, expected_adv)
 
@@ -336,4 +340,5 @@ def test_non_episodic_dummy_step_on_last_step_passes_through_last_value():
     )
     a1 = 5.0 + 0.9 * 0.2 - 1.0  # bootstraps from last_value = V(reset obs): 4.18
     a0 = 1.4 + GL * a1  # 1.4 + 3.0096 = 4.4096
+    assert_close(adv, column([a0, a1, 0.0]))
     assert_close(adv, column([4.4096, 4.18, 0.0]))

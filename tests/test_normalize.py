@@ -35,7 +35,10 @@ def test_running_mean_std_hand_values():
     assert_close(rms.count, f64(5.0))
     assert_close(rms.std, f64(np.sqrt(10.0 + 1e-8)))
     assert_close(rms.normalize(torch.tensor([14.0, -1.0])), torch.tensor([10.0, -5.0]) / np.sqrt(10.0))
-    assert_close(rms.normalize(torch.tensor([14.0]), subtract_mean=False), torch.tensor([14.0 / np.sqrt(10.0)], dtype=torch.float32))
+    assert_close(
+        rms.normalize(torch.tensor([14.0]), subtract_mean=False),
+        torch.tensor([14.0 / np.sqrt(10.0)], dtype=torch.float32),
+    )
     assert_close(rms.normalize(torch.tensor([100.0, -100.0]), clip=2.0), torch.tensor([2.0, -2.0]))
 
 

@@ -1,0 +1,216 @@
+"""Bad configuration is rejected with a clear message, before any environment starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import agents.ppo as ppo
+import envs
+import envs.registration as registration
+from explore.cli import main
+from explore.errors import ConfigError, MissingDependencyError, UnknownEnvError
+
+INSTALL_HINT = "pip install 'explore-rl[atari]'"
+
+
+@pytest.fixture
+def base(tmp_path) -> ppo.Config:
+    """A valid tiny config; the tests break one field at a time."""
+    return ppo.Config(
+        num_envs=2,
+        env_groups=1,
+        num_steps=32,
+        num_minibatches=2,
+        update_epochs=1,
+        total_timesteps=128,
+        rnd_warmup_iterations=1,
+        device="cpu",
+        progress=False,
+        run_dir=str(tmp_path / "run"),
+    )
+
+
+@pytest.fixture
+def no_env_may_start(monkeypatch) -> list[str]:
+    """Every way the trainer could build an environment raises AssertionError, and is recorded."""
+    calls: list[str] = []
+
+    def forbidden(name):
+        def build(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} was called: an environment started before validation failed")
+
+        return build
+
+    monkeypatch.setattr(registration, "make", forbidden("envs.registration.make"))
+    monkeypatch.setattr(envs, "make", forbidden("envs.make"))
+    guarded = [
+        dataclasses.replace(
+            suite,
+            make_vec=forbidden(f"{suite.name}.make_vec"),
+            make_single=forbidden(f"{suite.name}.make_single"),
+        )
+        for suite in registration.SUITES
+    ]
+    monkeypatch.setattr(registration, "SUITES", guarded)
+    return calls
+
+
+def test_the_guard_catches_environment_creation(base, no_env_may_start):
+    """Sanity check of the fixture: a VALID config gets past validation and trips the guard."""
+    with pytest.raises(AssertionError, match="environment started"):
+        ppo.train(base)
+    assert len(no_env_may_start) == 1  # the first environment the trainer builds is intercepted
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"num_envs": 0}, r"--num-envs 0 is invalid: it must be an integer >= 1"),
+        ({"num_envs": -3}, r"--num-envs -3 is invalid"),
+        (
+            {"num_envs": 3, "num_steps": 5, "num_minibatches": 4},
+            r"--num-minibatches 4 is invalid: it must divide the batch num_envs \* num_steps = 15",
+        ),
+        ({"ent_coef": -0.1}, r"--ent-coef -0\.1 is invalid: a coefficient must be >= 0"),
+        ({"int_coef": -1}, r"--int-coef -1 is invalid: a coefficient must be >= 0"),
+        ({"bonus": "icm"}, r"--bonus 'icm' is invalid: valid bonuses: rnd, none"),
+        ({"num_envs": 3, "env_groups": 2}, r"--env-groups 2 is invalid: it must divide --num-envs 3"),
+        (
+            {"total_timesteps": 10},
+            r"--total-timesteps 10 is invalid: it must be at least one batch \(64 steps\)",
+        ),
+        ({"gamma": 1.5}, r"--gamma 1\.5 is invalid: it must lie in \[0, 1\]"),
+        ({"device": "tpu"}, r"--device 'tpu' is invalid"),
+    ],
+)
+def test_bad_values_raise_config_error_before_any_env(base, no_env_may_start, tmp_path, changes, expected):
+    bad = dataclasses.replace(base, **changes)
+    with pytest.raises(ConfigError, match=expected):
+        ppo.validate(bad)
+    with pytest.raises(ConfigError, match=expected):
+        ppo.train(bad)
+    assert no_env_may_start == []
+    assert not (tmp_path / "run").exists()  # not even the run directory was written
+
+
+def test_cuda_device_without_cuda(base, no_env_may_start, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
+    for device in ("cuda", "cuda:1"):
+        bad = dataclasses.replace(base, device=device)
+        with pytest.raises(ConfigError, match=rf"--device '{device}': CUDA is not available.*--device cpu"):
+            ppo.train(bad)
+    assert no_env_may_start == []
+
+
+def test_unknown_env_id_suggests_close_matches(base, no_env_may_start, tmp_path):
+    bad = dataclasses.replace(base, env_id="MontezumRevenge-v5")
+    # validate raises the registry's own error (a KeyError), not ConfigError; the CLI reports both
+    with pytest.raises(UnknownEnvError) as excinfo:
+        ppo.train(bad)
+    assert "'MontezumRevenge-v5'" in str(excinfo.value)
+    assert "Did you mean: MontezumaRevenge-v5" in str(excinfo.value)
+    assert no_env_may_start == []
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def envpool_missing(monkeypatch):
+    """TEST DOUBLE: hide the installed envpool, as if the 'atari' extra were not installed.
+
+    A None entry in sys.modules makes `import envpool` (and its registry module) raise ImportError.
+    """
+    monkeypatch.setitem(sys.modules, "envpool", None)
+    monkeypatch.setitem(sys.modules, "envpool.registration", None)
+
+
+def test_missing_envpool_names_the_extra(base, no_env_may_start, envpool_missing, tmp_path):
+    with pytest.raises(MissingDependencyError) as excinfo:
+        envs.registration.find_suite("MontezumaRevenge-v5")
+    assert INSTALL_HINT in str(excinfo.value)
+    assert "'MontezumaRevenge-v5'" in str(excinfo.value)
+
+    with pytest.raises(MissingDependencyError, match=r"pip install 'explore-rl\[atari\]'"):
+        ppo.validate(base)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'explore-rl\[atari\]'"):
+        ppo.train(base)
+    assert no_env_may_start == []
+    assert not (tmp_path / "run").exists()
+
+    # listing ids leaves the missing suite out instead of failing
+    assert "atari" not in envs.available_ids()
+
+
+def test_missing_envpool_through_the_real_make(envpool_missing):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'explore-rl\[atari\]'"):
+        envs.make("MontezumaRevenge-v5", num_envs=1)
+
+
+def test_packages_import_without_envpool():
+    """`import envs` registers gymnasium ids at import; without envpool that must not crash."""
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["envpool"] = None  # TEST DOUBLE: envpool not installed (fresh interpreter)
+        import envs
+        from explore.errors import MissingDependencyError
+        assert envs.available_ids() == {}, envs.available_ids()
+        try:
+            envs.make("MontezumaRevenge-v5")
+        except MissingDependencyError as exc:
+            print(exc)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert INSTALL_HINT in result.stdout
+
+
+def test_cli_reports_a_bad_flag_with_exit_code_2(no_env_may_start, tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            "--num-envs",
+            "0",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "explore train: error:" in captured.err
+    assert "--num-envs 0 is invalid" in captured.err
+    assert "Traceback" not in captured.err
+    assert no_env_may_start == []
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_reports_an_unknown_env_with_exit_code_2(no_env_may_start, tmp_path, capsys):
+    code = main(["train", "--env-id", "MontezumRevenge-v5", "--device", "cpu", "--run-dir", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "Did you mean: MontezumaRevenge-v5" in captured.err
+    assert no_env_may_start == []
+
+
+def test_cli_suggests_the_command(capsys):
+    assert main(["trian"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'" in err
+    assert "Did you mean 'train'?" in err
+
+
+def test_cli_rejects_an_unknown_preset(capsys):
+    assert main(["train", "--preset", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset 'fast' is invalid" in err
+    assert "paper" in err and "quick" in err
