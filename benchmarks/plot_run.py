@@ -16,7 +16,7 @@ CURVES = ("charts/episodic_return", "exploration/rooms_visited", "charts/intrins
 
 @dataclass
 class Args:
-    run_dir: str
+    run_dir: tyro.conf.Positional[str]
     """run directory holding TensorBoard event files"""
     out: str = "learning_curve.png"
     """PNG to write"""
