@@ -252,11 +252,7 @@ def train(config: Config) -> dict[str, float]:
 
     # --- environments: `env_groups` vector envs of num_envs / env_groups each ---
     group_size = config.num_envs // config.env_groups
-    env_kwargs = dict(
-        repeat_action_probability=config.sticky_action_prob,
-        max_episode_steps=config.max_episode_steps,
-        full_action_space=config.full_action_space,
-    )
+    env_kwargs = env_registry.find_suite(config.env_id).config_kwargs(config)
     groups = [
         env_registry.make(config.env_id, num_envs=group_size, seed=config.seed + g * group_size, **env_kwargs)
         for g in range(config.env_groups)

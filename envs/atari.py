@@ -116,3 +116,24 @@ class AtariEnv(gym.Env):
 
     def close(self) -> None:
         self._vec.close()
+
+
+def suite():
+    """The Atari suite for envs.registration."""
+    import re
+
+    from envs.registration import EnvSuite
+
+    return EnvSuite(
+        name="atari",
+        extra="atari",
+        id_pattern=re.compile(r"^[A-Z][A-Za-z0-9]*-v5$"),
+        list_ids=atari_ids,
+        make_vec=AtariVecEnv,
+        make_single=AtariEnv,
+        config_kwargs=lambda config: {
+            "repeat_action_probability": config.sticky_action_prob,
+            "max_episode_steps": config.max_episode_steps,
+            "full_action_space": config.full_action_space,
+        },
+    )

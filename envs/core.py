@@ -9,6 +9,12 @@ The trainer marks the dummy step invalid (valid_t = not done_{t-1}) and masks it
 policy loss, of GAE's trace and of bonus training (see explore.credit.rollout_advantages).
 
 `terminated` (a true end: no bootstrap) and `truncated` (a time limit: bootstrap) are never merged.
+
+Info keys every suite provides where it can (arrays with a leading env dimension):
+- "env_id": which env each row belongs to (async recv returns a subset);
+- "elapsed_step": steps since the env's reset (0 on the dummy step);
+- "success": bool, True on the step that ends an episode in success (suites with a goal; the
+  trainer logs its mean over finished episodes as `charts/success_rate`).
 """
 
 from __future__ import annotations

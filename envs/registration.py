@@ -7,6 +7,7 @@ builds a `VecEnv`. Ids are accepted bare ('MontezumaRevenge-v5') or namespaced
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,28 +23,21 @@ NAMESPACE = "Explore"
 
 @dataclass(frozen=True)
 class EnvSuite:
+    """A family of environments. Each suite module (see SUITE_MODULES) exposes `suite() -> EnvSuite`."""
+
     name: str
     extra: str  # the pip extra that installs the suite's dependencies
     id_pattern: re.Pattern[str]  # recognizes the suite's ids without importing its dependencies
     list_ids: Callable[[], list[str]]
     make_vec: Callable[..., VecEnv]
     make_single: Callable[..., gym.Env]
+    # env settings a training config carries for this suite, e.g. Atari's sticky actions
+    config_kwargs: Callable[[Any], dict[str, Any]] = lambda config: {}
 
 
-def _atari_suite() -> EnvSuite:
-    from envs import atari
-
-    return EnvSuite(
-        name="atari",
-        extra="atari",
-        id_pattern=re.compile(r"^[A-Z][A-Za-z0-9]*-v5$"),
-        list_ids=atari.atari_ids,
-        make_vec=atari.AtariVecEnv,
-        make_single=atari.AtariEnv,
-    )
-
-
-SUITES: list[EnvSuite] = [_atari_suite()]
+# Suites in lookup order; each module exposes `suite()` and imports its dependencies lazily.
+SUITE_MODULES: tuple[str, ...] = ("envs.atari",)
+SUITES: list[EnvSuite] = [importlib.import_module(name).suite() for name in SUITE_MODULES]
 
 
 def strip_namespace(env_id: str) -> str:
