@@ -32,6 +32,7 @@ from explore.bonus import BonusModule
 from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
 from explore.credit import rollout_advantages
 from explore.errors import ConfigError
+from explore.obs import allocate_obs, cat_obs, map_obs, obs_to_tensor, write_obs
 from explore.rnd import RND
 
 MONTEZUMA_ROOM_RAM_INDEX = 3
@@ -71,8 +72,8 @@ class Config:
     """split the envs into this many groups stepped asynchronously (overlaps simulation with inference)"""
     sticky_action_prob: float = 0.25
     """probability of repeating the previous action (Atari)"""
-    max_episode_steps: int = 4500
-    """episode cut, in agent steps (4500 = 18000 frames at frame skip 4)"""
+    max_episode_steps: int | None = None
+    """episode cut in agent steps (default: the suite's own; Atari: 4500 = 18000 frames, as in RND)"""
     full_action_space: bool = True
     """use all 18 Atari actions"""
 
@@ -192,7 +193,7 @@ def validate(config: Config) -> None:
         fail("update_proportion", config.update_proportion, "it must lie in (0, 1]")
     if config.rnd_warmup_iterations < 0:
         fail("rnd_warmup_iterations", config.rnd_warmup_iterations, "it must be >= 0")
-    if config.max_episode_steps < 1:
+    if config.max_episode_steps is not None and config.max_episode_steps < 1:
         fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
     if config.bonus not in BONUSES:
         fail("bonus", config.bonus, f"valid bonuses: {', '.join(BONUSES)}")
@@ -219,6 +220,11 @@ def resolve_device(name: str) -> torch.device:
 def default_run_dir(config: Config) -> Path:
     name = f"{env_registry.registration.strip_namespace(config.env_id)}__{config.bonus}__{config.seed}__{int(time.time())}"
     return Path("runs") / name
+
+
+def flatten_time(x: Tensor) -> Tensor:
+    """(T, N, ...) -> (T * N, ...)"""
+    return x.reshape(-1, *x.shape[2:])
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -258,13 +264,13 @@ def train(config: Config) -> dict[str, float]:
         for g in range(config.env_groups)
     ]
     group_slices = [slice(g * group_size, (g + 1) * group_size) for g in range(config.env_groups)]
-    obs_shape = groups[0].single_observation_space.shape
+    obs_space = groups[0].single_observation_space
     num_actions = int(groups[0].single_action_space.n)
     track_rooms = "MontezumaRevenge" in config.env_id
 
     # --- agent, bonus, optimizer ---
-    agent = TwoHeadPolicy(obs_shape[0], num_actions).to(device)
-    bonus = make_bonus(config, obs_shape)
+    agent = TwoHeadPolicy(obs_space.shape[0], num_actions).to(device)
+    bonus = make_bonus(config, obs_space.shape)
     trainable = list(agent.parameters())
     if bonus is not None:
         bonus.to(device)
@@ -293,7 +299,7 @@ def train(config: Config) -> dict[str, float]:
 
     # --- rollout storage, on the device ---
     T, N = config.num_steps, config.num_envs
-    obs = torch.zeros((T, N, *obs_shape), dtype=torch.uint8, device=device)
+    obs = allocate_obs(obs_space, (T, N), device)
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
     logprobs = torch.zeros((T, N), device=device)
     rewards = torch.zeros((T, N), device=device)
@@ -304,22 +310,24 @@ def train(config: Config) -> dict[str, float]:
     values_int = torch.zeros((T, N), device=device)
     finished_returns = torch.full((T, N), float("nan"), device=device)
     finished_lengths = torch.zeros((T, N), dtype=torch.long, device=device)
+    finished_success = torch.full((T, N), float("nan"), device=device)
 
-    next_obs = torch.zeros((N, *obs_shape), dtype=torch.uint8, device=device)
+    next_obs = allocate_obs(obs_space, (N,), device)
     next_valid = torch.ones(N, dtype=torch.bool, device=device)
     episode_return = torch.zeros(N, device=device)
     episode_length = torch.zeros(N, dtype=torch.long, device=device)
     for envs, sl in zip(groups, group_slices, strict=True):
         first_obs, _ = envs.reset()
-        next_obs[sl] = torch.as_tensor(first_obs, device=device)
+        write_obs(next_obs, sl, obs_to_tensor(first_obs, device))
 
     def act(g: int, step: int) -> None:
         """Choose actions for group g from its latest observation and send them to its envs."""
         sl = group_slices[g]
-        obs[step, sl] = next_obs[sl]
+        group_obs = map_obs(lambda x: x[sl], next_obs)
+        write_obs(obs, (step, sl), group_obs)
         valid[step, sl] = next_valid[sl]
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            logits, v_ext, v_int = policy(next_obs[sl])
+            logits, v_ext, v_int = policy(group_obs)
         dist = Categorical(logits=logits.float())
         action = dist.sample()
         actions[step, sl] = action
@@ -338,13 +346,16 @@ def train(config: Config) -> dict[str, float]:
         rewards[step, sl] = r.clamp(-config.reward_clip, config.reward_clip)
         terminated[step, sl] = term
         truncated[step, sl] = trunc
-        next_obs[sl] = torch.as_tensor(o, device=device)
+        write_obs(next_obs, sl, obs_to_tensor(o, device))
         done = term | trunc
         next_valid[sl] = ~done
         episode_return[sl] += r
         episode_length[sl] += valid[step, sl].long()
         finished_returns[step, sl] = torch.where(done, episode_return[sl], torch.nan)
         finished_lengths[step, sl] = episode_length[sl]
+        if "success" in info:
+            success = torch.as_tensor(info["success"], device=device)
+            finished_success[step, sl] = torch.where(done, success.float(), torch.nan)
         episode_return[sl] *= ~done
         episode_length[sl] *= ~done
         if bonus is not None:  # episodic bonus state is per env: the mask covers all N envs
@@ -382,9 +393,8 @@ def train(config: Config) -> dict[str, float]:
         global_step += config.batch_size
 
         # --- intrinsic reward for the whole rollout in one batched pass ---
-        next_obs_seq = torch.cat(
-            [obs[1:], next_obs.unsqueeze(0)]
-        )  # obs after each step (true final obs at a done)
+        # the observation after each step (the true final observation at a done)
+        next_obs_seq = cat_obs(map_obs(lambda x: x[1:], obs), map_obs(lambda x: x.unsqueeze(0), next_obs))
         batch = {
             "obs": obs,
             "next_obs": next_obs_seq,
@@ -422,8 +432,8 @@ def train(config: Config) -> dict[str, float]:
 
         # --- PPO update ---
         flat = {
-            "obs": obs.reshape(-1, *obs_shape),
-            "next_obs": next_obs_seq.reshape(-1, *obs_shape),
+            "obs": map_obs(flatten_time, obs),
+            "next_obs": map_obs(flatten_time, next_obs_seq),
             "actions": actions.reshape(-1),
             "logprobs": logprobs.reshape(-1),
             "advantages": advantages.reshape(-1),
@@ -435,7 +445,8 @@ def train(config: Config) -> dict[str, float]:
         for _ in range(config.update_epochs):
             order = torch.randperm(config.batch_size, device=device)
             for start in range(0, config.batch_size, config.minibatch_size):
-                mb = {k: v[order[start : start + config.minibatch_size]] for k, v in flat.items()}
+                index = order[start : start + config.minibatch_size]
+                mb = {key: map_obs(lambda x, index=index: x[index], value) for key, value in flat.items()}
                 mask = mb["valid"].float()
                 with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
                     logits, v_ext, v_int = policy(mb["obs"])
@@ -486,6 +497,9 @@ def train(config: Config) -> dict[str, float]:
         # --- logging: the one sync per update ---
         stats = (stats[:6] / stats[6]).tolist()
         done_mask = ~torch.isnan(finished_returns)
+        successes = finished_success[~torch.isnan(finished_success)]
+        if successes.numel():
+            writer.add_scalar("charts/success_rate", successes.mean().item(), global_step)
         episode_returns = finished_returns[done_mask].tolist()
         episode_lengths = finished_lengths[done_mask].tolist()
         for ret, length in zip(episode_returns, episode_lengths, strict=True):
@@ -518,6 +532,7 @@ def train(config: Config) -> dict[str, float]:
             SPS=sps, ret=latest_return, rooms=logged.get("exploration/rooms_visited", "-"), refresh=False
         )
         finished_returns.fill_(float("nan"))
+        finished_success.fill_(float("nan"))
 
         if (update + 1) % config.checkpoint_interval == 0 or update + 1 == num_updates:
             state = {

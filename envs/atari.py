@@ -133,7 +133,7 @@ def suite():
         make_single=AtariEnv,
         config_kwargs=lambda config: {
             "repeat_action_probability": config.sticky_action_prob,
-            "max_episode_steps": config.max_episode_steps,
             "full_action_space": config.full_action_space,
+            **({"max_episode_steps": config.max_episode_steps} if config.max_episode_steps else {}),
         },
     )

@@ -1,0 +1,47 @@
+"""Observations as a Tensor or a dict of Tensors (Atari frames; MiniHack/MiniGrid dicts), handled alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Union
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+Obs = Union[Tensor, dict[str, Tensor]]  # noqa: UP007 (an alias, evaluated at runtime)
+
+
+def map_obs(fn: Callable[[Tensor], Tensor], obs: Obs) -> Obs:
+    """Apply `fn` to the tensor, or to every entry of a dict observation."""
+    return {key: fn(value) for key, value in obs.items()} if isinstance(obs, dict) else fn(obs)
+
+
+def obs_to_tensor(obs: Any, device: torch.device) -> Obs:
+    """numpy observation (array or dict of arrays) -> tensor(s) on `device`."""
+    return map_obs(lambda x: torch.as_tensor(np.asarray(x), device=device), obs)
+
+
+def allocate_obs(space: gym.Space, leading: tuple[int, ...], device: torch.device) -> Obs:
+    """Zero buffers of shape leading + the space's shape, in the space's dtype."""
+    if isinstance(space, gym.spaces.Dict):
+        return {key: allocate_obs(sub, leading, device) for key, sub in space.spaces.items()}
+    dtype = torch.from_numpy(np.zeros((), dtype=space.dtype)).dtype
+    return torch.zeros((*leading, *space.shape), dtype=dtype, device=device)
+
+
+def write_obs(buffer: Obs, index: Any, value: Obs) -> None:
+    """buffer[index] = value, entry by entry for dicts."""
+    if isinstance(buffer, dict):
+        for key in buffer:
+            buffer[key][index] = value[key]
+    else:
+        buffer[index] = value
+
+
+def cat_obs(first: Obs, second: Obs) -> Obs:
+    """Concatenate along dim 0, entry by entry for dicts."""
+    if isinstance(first, dict):
+        return {key: torch.cat([first[key], second[key]]) for key in first}
+    return torch.cat([first, second])
