@@ -27,16 +27,15 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs as env_registry
-from agents.networks import TwoHeadPolicy
+from agents.grid_networks import make_policy
 from explore.bonus import BonusModule
 from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
+from explore.combine import BonusContext, build_bonus, parse_bonus
 from explore.credit import rollout_advantages
 from explore.errors import ConfigError
 from explore.obs import allocate_obs, cat_obs, map_obs, obs_to_tensor, write_obs
-from explore.rnd import RND
 
 MONTEZUMA_ROOM_RAM_INDEX = 3
-BONUSES = ("rnd", "none")
 
 
 @dataclass
@@ -47,7 +46,8 @@ class Config:
     env_id: str = "MontezumaRevenge-v5"
     """environment id (`explore list-envs` lists them; `Explore/` prefix optional)"""
     bonus: str = "rnd"
-    """intrinsic bonus: 'rnd', or 'none' for plain PPO"""
+    """intrinsic bonus expression: a name (rnd, noveld, e3b, count, count_e, count_e1), a product of an
+    episodic and a global bonus (e3b*rnd, e3b*noveld), a sum with coefficients (count_e+0.5*rnd), or 'none'"""
     seed: int = 1
     """seed of torch, numpy and the environments"""
     total_timesteps: int = 2_000_000_000
@@ -58,8 +58,9 @@ class Config:
     """where TensorBoard logs, config.json and checkpoint.pt go (default: runs/<env>__<bonus>__<seed>__<time>)"""
     resume: str | None = None
     """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
-    preset: Literal["paper", "quick"] = "paper"
-    """defaults to start from: 'paper' (RND paper, 128 envs, for a GPU) or 'quick' (a few minutes on a CPU)"""
+    preset: Literal["paper", "quick", "minihack", "minigrid"] = "paper"
+    """defaults to start from: 'paper' (RND on Atari, 128 envs, for a GPU), 'quick' (the same, a few minutes on
+    a CPU), 'minihack' or 'minigrid' (E3B settings for the grid suites)"""
     checkpoint_interval: int = 10
     """save a checkpoint every this many updates (and at the end)"""
     progress: bool = True
@@ -87,7 +88,9 @@ class Config:
     gamma: float = 0.999
     """discount of the extrinsic (episodic) stream"""
     int_gamma: float = 0.99
-    """discount of the intrinsic (non-episodic) stream"""
+    """discount of the intrinsic stream"""
+    int_episodic: bool = False
+    """cut the intrinsic stream at episode ends (episodic bonuses such as E3B); RND's is non-episodic"""
     gae_lambda: float = 0.95
     """GAE lambda for both streams"""
     num_minibatches: int = 4
@@ -116,6 +119,21 @@ class Config:
     """fraction of each minibatch that trains the RND predictor"""
     rnd_warmup_iterations: int = 50
     """random-agent rollouts of num_steps steps that initialize the observation statistics"""
+
+    # --- novelty bonuses (counts, E3B, NovelD, products) ---
+    state_key: str = "obs"
+    """what the count bonuses count: obs (the whole observation), xy (MiniHack position), glyphs, message,
+    or any observation key"""
+    count_mode: Literal["sqrt", "first_visit"] = "sqrt"
+    """count_e rewards 1/sqrt(N_e(s)) or 1{N_e(s) = 1}"""
+    noveld_alpha: float | None = None
+    """NovelD's alpha (default 0.5 alone, 0.1 as the global factor of a product)"""
+    e3b_lambda: float = 0.1
+    """E3B ridge: C_0 = lambda * I"""
+    e3b_dim: int = 128
+    """E3B embedding size (the reference uses 1024; memory num_envs * dim^2)"""
+    reward_norm: Literal["reward", "return", "none"] = "reward"
+    """running-std normalization of products, NovelD and E3B (RND keeps its own return-based one)"""
 
     # --- speed ---
     amp: bool = True
@@ -146,6 +164,38 @@ PRESETS: dict[str, Config] = {
         rnd_warmup_iterations=4,
         checkpoint_interval=8,
         device="cpu",
+    ),
+    # Henaff et al. 2023 compare bonuses on MiniHack with intrinsic coefficient 1.0; PPO settings in the
+    # range CleanRL uses for grid worlds.
+    "minihack": Config(
+        preset="minihack",
+        env_id="MiniHack-MultiRoom-N4-Locked-v0",
+        bonus="e3b",
+        total_timesteps=50_000_000,
+        num_envs=32,
+        learning_rate=3e-4,
+        gamma=0.99,
+        int_episodic=True,
+        clip_coef=0.2,
+        ent_coef=0.01,
+        ext_coef=1.0,
+        int_coef=1.0,
+        vf_coef=0.5,
+    ),
+    "minigrid": Config(
+        preset="minigrid",
+        env_id="MiniGrid-DoorKey-8x8-v0",
+        bonus="e3b",
+        total_timesteps=10_000_000,
+        num_envs=32,
+        learning_rate=3e-4,
+        gamma=0.99,
+        int_episodic=True,
+        clip_coef=0.2,
+        ent_coef=0.01,
+        ext_coef=1.0,
+        int_coef=1.0,
+        vf_coef=0.5,
     ),
 }
 
@@ -195,8 +245,8 @@ def validate(config: Config) -> None:
         fail("rnd_warmup_iterations", config.rnd_warmup_iterations, "it must be >= 0")
     if config.max_episode_steps is not None and config.max_episode_steps < 1:
         fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
-    if config.bonus not in BONUSES:
-        fail("bonus", config.bonus, f"valid bonuses: {', '.join(BONUSES)}")
+    if config.bonus != "none":
+        parse_bonus(config.bonus)  # ConfigError showing where the expression goes wrong
     if config.preset not in PRESETS:
         fail("preset", config.preset, f"valid presets: {', '.join(PRESETS)}")
     resolve_device(config.device)
@@ -231,15 +281,25 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def make_bonus(config: Config, frame_shape: tuple[int, ...]) -> BonusModule | None:
-    if config.bonus == "rnd":
-        return RND(
-            config.num_envs,
-            frame_shape=(1, *frame_shape[1:]),
-            gamma_int=config.int_gamma,
-            update_proportion=config.update_proportion,
-        )
-    return None
+def make_bonus(config: Config, observation_space, action_space, device: torch.device) -> BonusModule | None:
+    """The bonus expression of `config` (e.g. 'rnd', 'e3b*rnd', 'count_e+0.5*rnd'), or None for 'none'."""
+    if config.bonus == "none":
+        return None
+    context = BonusContext(
+        num_envs=config.num_envs,
+        observation_space=observation_space,
+        action_space=action_space,
+        device=device,
+        gamma_int=config.int_gamma,
+        update_proportion=config.update_proportion,
+        state_key=config.state_key,
+        count_mode=config.count_mode,
+        noveld_alpha=config.noveld_alpha,
+        e3b_lambda=config.e3b_lambda,
+        e3b_dim=config.e3b_dim,
+        reward_norm=config.reward_norm,
+    )
+    return build_bonus(config.bonus, context)
 
 
 def train(config: Config) -> dict[str, float]:
@@ -269,8 +329,8 @@ def train(config: Config) -> dict[str, float]:
     track_rooms = "MontezumaRevenge" in config.env_id
 
     # --- agent, bonus, optimizer ---
-    agent = TwoHeadPolicy(obs_space.shape[0], num_actions).to(device)
-    bonus = make_bonus(config, obs_space.shape)
+    agent = make_policy(obs_space, num_actions).to(device)
+    bonus = make_bonus(config, obs_space, groups[0].single_action_space, device)
     trainable = list(agent.parameters())
     if bonus is not None:
         bonus.to(device)
@@ -289,7 +349,7 @@ def train(config: Config) -> dict[str, float]:
         global_step, start_update = resumed["global_step"], resumed["update"]
         torch.set_rng_state(resumed["torch_rng"])
         np.random.set_state(resumed["numpy_rng"])
-    elif bonus is not None and config.rnd_warmup_iterations > 0:
+    elif bonus is not None and hasattr(bonus, "warmup") and config.rnd_warmup_iterations > 0:
         for g, envs in enumerate(groups):  # observation statistics from a random agent
             bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=config.seed + g)
 
@@ -319,6 +379,8 @@ def train(config: Config) -> dict[str, float]:
     for envs, sl in zip(groups, group_slices, strict=True):
         first_obs, _ = envs.reset()
         write_obs(next_obs, sl, obs_to_tensor(first_obs, device))
+    if bonus is not None:  # every env starts a new episode (also on resume: episodic memory is stale)
+        bonus.reset(torch.ones(N, dtype=torch.bool, device=device))
 
     def act(g: int, step: int) -> None:
         """Choose actions for group g from its latest observation and send them to its envs."""
@@ -358,10 +420,6 @@ def train(config: Config) -> dict[str, float]:
             finished_success[step, sl] = torch.where(done, success.float(), torch.nan)
         episode_return[sl] *= ~done
         episode_length[sl] *= ~done
-        if bonus is not None:  # episodic bonus state is per env: the mask covers all N envs
-            done_all = torch.zeros(N, dtype=torch.bool, device=device)
-            done_all[sl] = done
-            bonus.reset(done_all)
         if track_rooms:
             rooms_seen[torch.as_tensor(info["ram"][:, MONTEZUMA_ROOM_RAM_INDEX], device=device).long()] = True
 
@@ -404,7 +462,7 @@ def train(config: Config) -> dict[str, float]:
         }
         int_rewards = bonus.bonus(batch) if bonus is not None else torch.zeros_like(rewards)
 
-        # --- credit: extrinsic episodic, intrinsic non-episodic ---
+        # --- credit: extrinsic episodic; intrinsic non-episodic unless --int-episodic ---
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
             _, last_v_ext, last_v_int = policy(next_obs)
         adv_ext, ret_ext = rollout_advantages(
@@ -426,7 +484,7 @@ def train(config: Config) -> dict[str, float]:
             valid,
             config.int_gamma,
             config.gae_lambda,
-            episodic=False,
+            episodic=config.int_episodic,
         )
         advantages = config.ext_coef * adv_ext + config.int_coef * adv_int
 
@@ -521,6 +579,10 @@ def train(config: Config) -> dict[str, float]:
         if bonus is not None:
             logged[f"losses/{bonus.name}_loss"] = stats[5]
             logged.update({f"{bonus.name}/{k}": v for k, v in bonus.metrics().items()})
+            parts = (
+                bonus.parts() if hasattr(bonus, "parts") else {bonus.kind: logged["charts/intrinsic_reward"]}
+            )
+            logged.update({f"charts/bonus_{kind}": value for kind, value in parts.items()})
         if track_rooms:
             logged["exploration/rooms_visited"] = int(rooms_seen.sum())
         for key, value in logged.items():

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
-
-from envs.core import StepResult, VecEnv
+from envs.envpool_base import EnvpoolEnv, EnvpoolVecEnv
 from explore.errors import require
 
 RND_ATARI_SETTINGS: dict[str, Any] = {
@@ -39,83 +36,22 @@ def atari_ids() -> list[str]:
     return sorted(i for i, spec in registry.specs.items() if spec[0] == "envpool.atari")
 
 
-class AtariVecEnv(VecEnv):
-    """`num_envs` Atari games stepped by envpool's C++ thread pool.
+class AtariVecEnv(EnvpoolVecEnv):
+    """`num_envs` Atari games stepped by envpool's C++ thread pool, with RND's settings by default."""
 
-    `batch_size < num_envs` turns on envpool's async mode: `recv` then returns the first
-    `batch_size` envs to finish, named by `info["env_id"]`.
-    """
+    default_kwargs = RND_ATARI_SETTINGS
+    extra = "atari"
+    purpose = "Atari environments"
 
-    def __init__(
-        self,
-        env_id: str,
-        num_envs: int,
-        seed: int = 0,
-        batch_size: int | None = None,
-        num_threads: int = 0,
-        **envpool_kwargs: Any,
-    ):
-        self.env_id = env_id
-        self.num_envs = num_envs
-        self.batch_size = batch_size or num_envs
-        self._make_kwargs = {**RND_ATARI_SETTINGS, **envpool_kwargs, "num_threads": num_threads}
-        self._pool = self._make_pool(seed)
-        self.single_observation_space = self._pool.observation_space
-        self.single_action_space = self._pool.action_space
-        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+    def __init__(self, env_id: str, num_envs: int, seed: int = 0, **kwargs: Any):
+        super().__init__(env_id, num_envs, seed=seed, **kwargs)
         self.max_episode_steps = int(self._make_kwargs["max_episode_steps"])
 
-    def _make_pool(self, seed: int):
-        self.seed = seed
-        return _envpool().make(
-            self.env_id,
-            env_type="gymnasium",
-            num_envs=self.num_envs,
-            batch_size=self.batch_size,
-            seed=seed,
-            **self._make_kwargs,
-        )
 
-    def async_reset(self, seed: int | None = None) -> None:
-        if seed is not None and seed != self.seed:  # envpool seeds at construction only
-            self._pool.close()
-            self._pool = self._make_pool(seed)
-        self._pool.async_reset()
-
-    def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
-        self._pool.send(np.asarray(actions, dtype=np.int32), env_ids)
-
-    def recv(self) -> StepResult:
-        obs, reward, terminated, truncated, info = self._pool.recv()
-        return obs, reward, terminated, truncated, info
-
-    def close(self, **kwargs: Any) -> None:
-        self._pool.close()
-        self.closed = True
-
-
-class AtariEnv(gym.Env):
+class AtariEnv(EnvpoolEnv):
     """A single Atari game with gymnasium's Env API (the user calls reset after an episode ends)."""
 
-    metadata = {"render_modes": []}
-
-    def __init__(self, env_id: str, seed: int = 0, **envpool_kwargs: Any):
-        self._vec = AtariVecEnv(env_id, num_envs=1, seed=seed, **envpool_kwargs)
-        self.observation_space = self._vec.single_observation_space
-        self.action_space = self._vec.single_action_space
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        obs, info = self._vec.reset(seed=seed)
-        return obs[0], {k: v[0] for k, v in info.items() if isinstance(v, np.ndarray)}
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self._vec.step(np.array([action]))
-        info = {k: v[0] for k, v in info.items() if isinstance(v, np.ndarray)}
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), info
-
-    def close(self) -> None:
-        self._vec.close()
+    vec_cls = AtariVecEnv
 
 
 def suite():

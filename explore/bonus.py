@@ -25,9 +25,14 @@ class BonusModule(nn.Module):
     """Base class: `bonus` scores a rollout, `loss` trains on a minibatch, `reset` clears episodic state."""
 
     name: str = "bonus"
+    kind: str = "global"  # "episodic" (state cleared at episode end) or "global" (all of training)
 
     def reset(self, done: Tensor) -> None:
-        """Clear per-env episodic state where `done` (N,) is True. Global bonuses keep nothing per episode."""
+        """Mark envs whose episode was cut outside a batch (e.g. envs restarted on resume), `done` (N,) bool.
+
+        Within a rollout, `bonus(batch)` reads episode ends from batch["dones"] itself, so the trainer
+        does not call this per step. Global bonuses keep nothing per episode.
+        """
 
     @torch.no_grad()
     def bonus(self, batch: Batch) -> Tensor:

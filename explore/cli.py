@@ -30,7 +30,7 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
     return None
 
 
-def parse_train_config(argv: Sequence[str], prog: str = "explore train"):
+def parse_train_config(argv: Sequence[str], prog: str = "explore train", default_preset: str = "paper"):
     """Config from flags. Defaults come from `--preset`, or from the saved config of `--resume DIR`;
     flags given on the command line override either."""
     import tyro
@@ -40,7 +40,7 @@ def parse_train_config(argv: Sequence[str], prog: str = "explore train"):
     from explore.errors import ConfigError
 
     resume = _flag_value(argv, "--resume")
-    preset = _flag_value(argv, "--preset") or "paper"
+    preset = _flag_value(argv, "--preset") or default_preset
     if resume is not None:
         base = load_config(resume, Config)
     elif preset in PRESETS:
@@ -50,10 +50,10 @@ def parse_train_config(argv: Sequence[str], prog: str = "explore train"):
     return tyro.cli(Config, default=base, args=list(argv), prog=prog)
 
 
-def train_main(argv: Sequence[str], prog: str = "explore train") -> None:
+def train_main(argv: Sequence[str], prog: str = "explore train", default_preset: str = "paper") -> None:
     from agents.ppo import train
 
-    config = parse_train_config(argv, prog=prog)
+    config = parse_train_config(argv, prog=prog, default_preset=default_preset)
     result = train(config)
     print(
         f"finished {result['global_step']} steps; run directory: {config.resume or config.run_dir or 'runs/'}; "
