@@ -398,6 +398,10 @@ def make_policy(observation_space: gym.spaces.Space, num_actions: int, **kwargs:
     """The policy for an observation space (one env's); kwargs go to the chosen class (e.g. use_lstm)."""
     family = _family(observation_space)
     if family == "frames":
+        if kwargs.pop("use_lstm", False):
+            raise ConfigError(
+                "--use-lstm is supported by the MiniGrid and MiniHack policies, not the Atari frame policy"
+            )
         return TwoHeadPolicy(observation_space.shape[0], num_actions, **kwargs)
     if family == "minigrid":
         return MiniGridPolicy(observation_space, num_actions, **kwargs)

@@ -135,6 +135,10 @@ class Config:
     reward_norm: Literal["reward", "return", "none"] = "reward"
     """running-std normalization of products, NovelD and E3B (RND keeps its own return-based one)"""
 
+    # --- policy ---
+    use_lstm: bool = False
+    """an LSTM core in the policy (MiniGrid/MiniHack policies; minibatches then hold whole env sequences)"""
+
     # --- speed ---
     amp: bool = True
     """bf16 autocast for network forward passes on cuda"""
@@ -243,6 +247,12 @@ def validate(config: Config) -> None:
         fail("update_proportion", config.update_proportion, "it must lie in (0, 1]")
     if config.rnd_warmup_iterations < 0:
         fail("rnd_warmup_iterations", config.rnd_warmup_iterations, "it must be >= 0")
+    if config.use_lstm and config.num_envs % config.num_minibatches:
+        fail(
+            "num_minibatches",
+            config.num_minibatches,
+            f"with --use-lstm it must divide --num-envs {config.num_envs}",
+        )
     if config.max_episode_steps is not None and config.max_episode_steps < 1:
         fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
     if config.bonus != "none":
@@ -270,6 +280,25 @@ def resolve_device(name: str) -> torch.device:
 def default_run_dir(config: Config) -> Path:
     name = f"{env_registry.registration.strip_namespace(config.env_id)}__{config.bonus}__{config.seed}__{int(time.time())}"
     return Path("runs") / name
+
+
+def minibatch_indices(config: Config, device: torch.device):
+    """Yield (flat indices into the (T * N) batch, env ids) per minibatch of one epoch.
+
+    Feed-forward: a random permutation of all samples. Recurrent: whole env sequences, a random
+    num_envs / num_minibatches envs each, indexed time-major so the LSTM replays them in order.
+    """
+    T, N = config.num_steps, config.num_envs
+    if not config.use_lstm:
+        order = torch.randperm(config.batch_size, device=device)
+        for start in range(0, config.batch_size, config.minibatch_size):
+            yield order[start : start + config.minibatch_size], None
+        return
+    envs_per_minibatch = N // config.num_minibatches
+    env_order = torch.randperm(N, device=device)
+    for start in range(0, N, envs_per_minibatch):
+        mb_envs = env_order[start : start + envs_per_minibatch]
+        yield (torch.arange(T, device=device)[:, None] * N + mb_envs[None, :]).reshape(-1), mb_envs
 
 
 def flatten_time(x: Tensor) -> Tensor:
@@ -329,7 +358,7 @@ def train(config: Config) -> dict[str, float]:
     track_rooms = "MontezumaRevenge" in config.env_id
 
     # --- agent, bonus, optimizer ---
-    agent = make_policy(obs_space, num_actions).to(device)
+    agent = make_policy(obs_space, num_actions, **({"use_lstm": True} if config.use_lstm else {})).to(device)
     bonus = make_bonus(config, obs_space, groups[0].single_action_space, device)
     trainable = list(agent.parameters())
     if bonus is not None:
@@ -374,6 +403,17 @@ def train(config: Config) -> dict[str, float]:
 
     next_obs = allocate_obs(obs_space, (N,), device)
     next_valid = torch.ones(N, dtype=torch.bool, device=device)
+    # recurrent policies: starts[t] marks obs[t] as an episode's first (the obs after a dummy step)
+    starts = torch.zeros((T, N), dtype=torch.bool, device=device)
+    next_start = torch.ones(N, dtype=torch.bool, device=device)
+    core_state = agent.initial_state(N, device) if config.use_lstm else None
+
+    def evaluate(observation, state, episode_start):
+        """(logits, v_ext, v_int, new_state) of the policy, feed-forward or recurrent alike."""
+        if state is None:
+            return (*policy(observation), None)
+        return policy(observation, state, episode_start)
+
     episode_return = torch.zeros(N, device=device)
     episode_length = torch.zeros(N, dtype=torch.long, device=device)
     for envs, sl in zip(groups, group_slices, strict=True):
@@ -388,8 +428,13 @@ def train(config: Config) -> dict[str, float]:
         group_obs = map_obs(lambda x: x[sl], next_obs)
         write_obs(obs, (step, sl), group_obs)
         valid[step, sl] = next_valid[sl]
+        starts[step, sl] = next_start[sl]
+        group_state = None if core_state is None else tuple(x[:, sl] for x in core_state)
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            logits, v_ext, v_int = policy(group_obs)
+            logits, v_ext, v_int, group_state = evaluate(group_obs, group_state, next_start[sl])
+        if core_state is not None:
+            for full, part in zip(core_state, group_state, strict=True):
+                full[:, sl] = part.float()
         dist = Categorical(logits=logits.float())
         action = dist.sample()
         actions[step, sl] = action
@@ -411,6 +456,7 @@ def train(config: Config) -> dict[str, float]:
         write_obs(next_obs, sl, obs_to_tensor(o, device))
         done = term | trunc
         next_valid[sl] = ~done
+        next_start[sl] = ~valid[step, sl]  # the obs after a dummy step is a reset observation
         episode_return[sl] += r
         episode_length[sl] += valid[step, sl].long()
         finished_returns[step, sl] = torch.where(done, episode_return[sl], torch.nan)
@@ -441,6 +487,7 @@ def train(config: Config) -> dict[str, float]:
             optimizer.param_groups[0]["lr"] = config.learning_rate * (1.0 - update / num_updates)
 
         # --- collect a rollout; group g simulates while the policy acts for group g+1 ---
+        rollout_start_state = None if core_state is None else tuple(x.clone() for x in core_state)
         for step in range(T):
             for g in range(config.env_groups):
                 if step > 0:
@@ -464,7 +511,7 @@ def train(config: Config) -> dict[str, float]:
 
         # --- credit: extrinsic episodic; intrinsic non-episodic unless --int-episodic ---
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            _, last_v_ext, last_v_int = policy(next_obs)
+            _, last_v_ext, last_v_int, _ = evaluate(next_obs, core_state, next_start)
         adv_ext, ret_ext = rollout_advantages(
             rewards,
             values_ext,
@@ -498,16 +545,16 @@ def train(config: Config) -> dict[str, float]:
             "ret_ext": ret_ext.reshape(-1),
             "ret_int": ret_int.reshape(-1),
             "valid": valid.reshape(-1),
+            "starts": starts.reshape(-1),
         }
         stats = torch.zeros(7, device=device)  # pg, v, entropy, approx_kl, clipfrac, bonus loss, count
         for _ in range(config.update_epochs):
-            order = torch.randperm(config.batch_size, device=device)
-            for start in range(0, config.batch_size, config.minibatch_size):
-                index = order[start : start + config.minibatch_size]
+            for index, mb_envs in minibatch_indices(config, device):
                 mb = {key: map_obs(lambda x, index=index: x[index], value) for key, value in flat.items()}
                 mask = mb["valid"].float()
+                mb_state = None if core_state is None else tuple(x[:, mb_envs] for x in rollout_start_state)
                 with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-                    logits, v_ext, v_int = policy(mb["obs"])
+                    logits, v_ext, v_int, _ = evaluate(mb["obs"], mb_state, mb["starts"])
                 dist = Categorical(logits=logits.float())
                 logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]
                 ratio = logratio.exp()
