@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import envs as env_registry
 from agents.grid_networks import make_policy
-from explore.bonus import BonusModule
+from explore.bonus import BonusModule, masked_mean
 from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
 from explore.combine import BonusContext, build_bonus, parse_bonus
 from explore.credit import rollout_advantages
@@ -304,10 +304,6 @@ def minibatch_indices(config: Config, device: torch.device):
 def flatten_time(x: Tensor) -> Tensor:
     """(T, N, ...) -> (T * N, ...)"""
     return x.reshape(-1, *x.shape[2:])
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def make_bonus(config: Config, observation_space, action_space, device: torch.device) -> BonusModule | None:

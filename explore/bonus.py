@@ -21,6 +21,11 @@ from torch import Tensor, nn
 Batch = dict[str, Tensor]
 
 
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `x` over the entries where `mask` is set (0 when none is), with no host sync."""
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
 class BonusModule(nn.Module):
     """Base class: `bonus` scores a rollout, `loss` trains on a minibatch, `reset` clears episodic state."""
 

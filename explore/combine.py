@@ -43,7 +43,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
-from explore.bonus import Batch, BonusModule
+from explore.bonus import Batch, BonusModule, masked_mean
 from explore.counts import EpisodicCount, GlobalCount
 from explore.errors import ConfigError, close_matches
 from explore.noveld import (
@@ -60,10 +60,6 @@ Kind = Literal["episodic", "global", "combined"]
 def bonus_kind(module: nn.Module) -> str:
     """The kind of a bonus: episodic, global or combined; modules that do not say are global (RND)."""
     return getattr(module, "kind", "global")
-
-
-def _masked_mean(x: Tensor, valid: Tensor) -> Tensor:
-    return ((x * valid).sum() / valid.sum().clamp(min=1)).detach()
 
 
 def _labels(children: Sequence[nn.Module]) -> list[str]:
@@ -148,11 +144,11 @@ class ProductBonus(_Composite):
         for kind in ("episodic", "global"):
             chosen = [b for b, c in zip(outputs, self.bonuses, strict=True) if bonus_kind(c) == kind]
             if chosen:
-                self._parts[kind] = _masked_mean(math.prod(chosen), valid)
+                self._parts[kind] = masked_mean(math.prod(chosen), valid)
         rewards = math.prod(outputs) * valid
         if self.normalizer is not None:
             rewards = self.normalizer(rewards, valid)
-        self._last_bonus_mean = _masked_mean(rewards, valid)
+        self._last_bonus_mean = masked_mean(rewards, valid)
         return rewards
 
     def metrics(self) -> dict[str, float]:
@@ -187,12 +183,12 @@ class SumBonus(_Composite):
             b = child.bonus(batch)
             rewards = rewards + c * b
             kind = bonus_kind(child)
-            child_parts = child._parts if isinstance(child, _Composite) else {kind: _masked_mean(b, valid)}
+            child_parts = child._parts if isinstance(child, _Composite) else {kind: masked_mean(b, valid)}
             for k, v in child_parts.items():
                 parts[k] = parts.get(k, 0.0) + c * v
         rewards = rewards * valid
         self._parts = parts
-        self._last_bonus_mean = _masked_mean(rewards, valid)
+        self._last_bonus_mean = masked_mean(rewards, valid)
         return rewards
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from explore.bonus import Batch, BonusModule
+from explore.bonus import Batch, BonusModule, masked_mean
 from explore.errors import ConfigError, close_matches
 
 Obs = Union[Tensor, dict[str, Tensor]]  # noqa: UP007 (an alias, evaluated at runtime)
@@ -240,10 +240,6 @@ def _counts_to_bonus(counts: Tensor, mode: str) -> Tensor:
     return torch.where(counts > 0, counts.clamp(min=1).float().rsqrt(), 0.0)
 
 
-def _masked_mean(x: Tensor, valid: Tensor) -> Tensor:
-    return (x * valid).sum() / valid.sum().clamp(min=1)
-
-
 # --- global counts ----------------------------------------------------------------------------
 
 
@@ -303,7 +299,7 @@ class GlobalCount(BonusModule):
         valid = batch["valid"]
         keys = self.state_key(batch["next_obs"], valid.dim())
         rewards = _counts_to_bonus(self.update_counts(keys, valid), "sqrt")
-        self._last_bonus_mean = _masked_mean(rewards, valid)
+        self._last_bonus_mean = masked_mean(rewards, valid)
         return rewards
 
     def count_of(self, keys: Tensor) -> Tensor:
@@ -458,7 +454,7 @@ class EpisodicCount(BonusModule):
             dones = torch.zeros_like(valid)
         keys = self.state_key(batch["next_obs"], valid.dim())
         rewards = _counts_to_bonus(self.update_counts(keys, valid, dones), self.mode)
-        self._last_bonus_mean = _masked_mean(rewards, valid)
+        self._last_bonus_mean = masked_mean(rewards, valid)
         return rewards
 
     def metrics(self) -> dict[str, float]:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from agents.networks import layer_init
-from explore.bonus import Batch, BonusModule
+from explore.bonus import Batch, BonusModule, masked_mean
 from explore.counts import EpisodicCount, Obs, StateKey
 from explore.errors import ConfigError
 from explore.normalize import DiscountedReturnFilter, RunningMeanStd
@@ -305,11 +305,11 @@ class NovelD(BonusModule):
         if self.episodic is not None:
             first_visit = self.episodic.bonus(batch)
             rewards = novelty * first_visit
-            self._last["first_visit_fraction"] = _masked_mean(first_visit, valid)
-        self._last["novelty_mean"] = _masked_mean(novelty, valid)
+            self._last["first_visit_fraction"] = masked_mean(first_visit, valid)
+        self._last["novelty_mean"] = masked_mean(novelty, valid)
         if self.normalizer is not None:
             rewards = self.normalizer(rewards, valid)
-        self._last["intrinsic_reward_mean"] = _masked_mean(rewards, valid)
+        self._last["intrinsic_reward_mean"] = masked_mean(rewards, valid)
         return rewards
 
     def reset(self, done: Tensor) -> None:
@@ -332,7 +332,3 @@ class NovelD(BonusModule):
         if self.normalizer is not None:
             out["reward_std"] = float(self.normalizer.std)
         return out
-
-
-def _masked_mean(x: Tensor, valid: Tensor) -> Tensor:
-    return ((x * valid).sum() / valid.sum().clamp(min=1)).detach()
