@@ -163,7 +163,8 @@ def test_packages_import_without_envpool():
         sys.modules["envpool"] = None  # TEST DOUBLE: envpool not installed (fresh interpreter)
         import envs
         from explore.errors import MissingDependencyError
-        assert envs.available_ids() == {}, envs.available_ids()
+        ids = envs.available_ids()
+        assert "atari" not in ids and "minigrid" not in ids, sorted(ids)  # envpool suites are left out
         try:
             envs.make("MontezumaRevenge-v5")
         except MissingDependencyError as exc:
