@@ -1,0 +1,463 @@
+"""Global vs episodic novelty on MiniGrid (Henaff et al. 2023), scaled down to a CPU.
+
+Runs a grid of (task, bonus, seed) one after another in this process with `agents.ppo.train`,
+then aggregates the final success rates with rliable (IQM over seeds, stratified-bootstrap 95 %
+CIs) per task and over all tasks, and plots the learning curves.
+
+    python benchmarks/novelty_study.py                  # the study as in benchmarks/novelty_study.md
+    python benchmarks/novelty_study.py --analyze-only   # only re-read the runs and re-aggregate
+
+Each run lives in <root>/<task>__<bonus>__<seed> (e.g. runs/novelty_study/DoorKey-5x5__e3b*rnd__1).
+The study is resumable: a run whose checkpoint already holds its last update is skipped, one
+that stopped half-way resumes from its checkpoint, one with no checkpoint starts over.
+
+Outputs: <root>/summary.csv (one row per task/bonus/metric, with the per-seed scores),
+<root>/runs.csv (one row per run), <root>/table.md (the Markdown table), and
+<plots>_success.png / <plots>_return.png (mean +- std over seeds per bonus, one panel per task).
+
+Aggregation needs rliable (`pip install rliable`); the final score of a run is the mean of its
+last `final_fraction` of logged points (success rate per update; episodic return averaged per
+update first).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+SUCCESS_TAG = "charts/success_rate"
+RETURN_TAG = "charts/episodic_return"
+METRICS = {"success": SUCCESS_TAG, "return": RETURN_TAG}
+ALL_TASKS = "all tasks"
+STUDY_FILE = "study_run.json"
+
+
+@dataclass
+class Args:
+    """Global (RND), episodic (E3B) and combined (E3B x RND) bonuses on MiniGrid, on a CPU."""
+
+    tasks: tuple[str, ...] = ("MiniGrid-Empty-16x16-v0@256", "MiniGrid-DoorKey-5x5-v0")
+    """MiniGrid ids, each optionally with '@N' for an N-step episode limit (envpool regenerates a random
+    layout every episode; Empty-NxN keeps one fixed layout)"""
+    bonuses: tuple[str, ...] = ("none", "e3b", "rnd", "e3b*rnd")
+    """bonus expressions (agents.ppo.Config.bonus)"""
+    seeds: tuple[int, ...] = (1, 2, 3)
+    """seeds of every (task, bonus)"""
+    total_timesteps: int = 49_152
+    """agent steps per run"""
+    num_envs: int = 16
+    """parallel environments per run"""
+    num_steps: int = 128
+    """steps per env per rollout"""
+    rnd_warmup_iterations: int = 1
+    """random-agent rollouts that initialize RND's observation statistics"""
+    checkpoint_interval: int = 4
+    """updates between checkpoints (the study resumes from the last one)"""
+    torch_threads: int | None = None
+    """torch.set_num_threads for the runs (default: torch's own)"""
+    root: Path = Path("runs/novelty_study")
+    """folder of the run directories and of summary.csv, runs.csv and table.md"""
+    plots: Path = Path("benchmarks/novelty")
+    """prefix of the learning-curve PNGs (<plots>_success.png, <plots>_return.png)"""
+    final_fraction: float = 0.2
+    """the final score is the mean over this last fraction of a run's logged points"""
+    reps: int = 2000
+    """bootstrap resamples"""
+    bootstrap_seed: int = 0
+    """seed of the bootstrap (numpy RandomState)"""
+    curve_bins: int = 24
+    """learning curves: logged points are averaged in this many equal bins of steps"""
+    analyze_only: bool = False
+    """do not train; aggregate and plot the runs already in --root"""
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def parse_task(spec: str) -> tuple[str, int | None]:
+    """'MiniGrid-Empty-16x16-v0@256' -> ('MiniGrid-Empty-16x16-v0', 256); no '@': the task's own limit."""
+    env_id, _, limit = spec.partition("@")
+    if limit and not (limit.isdigit() and int(limit) > 0):
+        raise SystemExit(f"task {spec!r}: the episode limit after '@' must be a positive integer")
+    return env_id, int(limit) if limit else None
+
+
+def short_task(spec: str) -> str:
+    """'MiniGrid-Empty-16x16-v0@256' -> 'Empty-16x16@256'."""
+    env_id, limit = parse_task(spec)
+    name = env_id.removeprefix("Explore/").removeprefix("MiniGrid-").removesuffix("-v0")
+    return f"{name}@{limit}" if limit else name
+
+
+def run_dir(args: Args, task: str, bonus: str, seed: int) -> Path:
+    return args.root / f"{short_task(task)}__{bonus}__{seed}"
+
+
+def make_config(args: Args, task: str, bonus: str, seed: int):
+    """PRESETS["minigrid"] (lr 3e-4, gamma 0.99, ent 0.01, clip 0.2, int_episodic) at CPU scale."""
+    from agents.ppo import PRESETS
+
+    env_id, limit = parse_task(task)
+    return dataclasses.replace(
+        PRESETS["minigrid"],
+        env_id=env_id,
+        max_episode_steps=limit,
+        bonus=bonus,
+        seed=seed,
+        total_timesteps=args.total_timesteps,
+        num_envs=args.num_envs,
+        num_steps=args.num_steps,
+        rnd_warmup_iterations=args.rnd_warmup_iterations,
+        checkpoint_interval=args.checkpoint_interval,
+        device="cpu",
+        progress=False,
+        run_dir=str(run_dir(args, task, bonus, seed)),
+    )
+
+
+# the settings that must match for a saved run to count as a run of this study
+IDENTITY_FIELDS = (
+    "env_id",
+    "max_episode_steps",
+    "bonus",
+    "seed",
+    "total_timesteps",
+    "num_envs",
+    "num_steps",
+    "learning_rate",
+    "gamma",
+    "ent_coef",
+    "clip_coef",
+    "int_episodic",
+    "rnd_warmup_iterations",
+)
+
+
+def run_state(config) -> str:
+    """'done', 'partial' (a checkpoint short of the last update), or 'new'; raises on a foreign run."""
+    from explore.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, load_checkpoint
+
+    path = Path(config.run_dir)
+    if not (path / CHECKPOINT_NAME).is_file():
+        return "new"
+    saved = json.loads((path / CONFIG_NAME).read_text())
+    mismatched = [f for f in IDENTITY_FIELDS if saved.get(f) != getattr(config, f)]
+    if mismatched:
+        diffs = ", ".join(f"{f}: saved {saved.get(f)!r} != {getattr(config, f)!r}" for f in mismatched)
+        raise SystemExit(f"{path} holds a different run ({diffs}); delete it or choose another --root")
+    done = load_checkpoint(path)["update"] >= config.num_updates
+    return "done" if done else "partial"
+
+
+def run_one(args: Args, task: str, bonus: str, seed: int) -> str:
+    """Train one run unless its checkpoint shows it complete; returns what happened."""
+    from agents.ppo import train
+
+    config = make_config(args, task, bonus, seed)
+    state = run_state(config)
+    if state == "done":
+        return "skipped (complete)"
+    path = Path(config.run_dir)
+    if state == "new" and path.exists():  # killed before its first checkpoint: start clean
+        shutil.rmtree(path)
+    if state == "partial":
+        config = dataclasses.replace(config, resume=str(path))
+    start = time.time()
+    logged = train(config)
+    wall = time.time() - start
+    record = {
+        "wall_s": wall,
+        "resumed": state == "partial",
+        "steady_sps": logged.get("steady_sps"),
+        "global_step": logged.get("global_step"),
+    }
+    (path / STUDY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    sps = logged.get("steady_sps")
+    return f"trained in {wall:.0f} s" + (f", {sps:.0f} SPS" if sps else "")
+
+
+# --- reading and scoring --------------------------------------------------------------------------
+
+
+def read_curve(path: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of a scalar tag, values logged at the same step averaged (episodic returns)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0})
+    events.Reload()
+    if tag not in events.Tags()["scalars"]:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return per_step_mean([e.step for e in events.Scalars(tag)], [e.value for e in events.Scalars(tag)])
+
+
+def per_step_mean(steps: Sequence[int], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    steps_arr, values_arr = np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
+    unique, inverse = np.unique(steps_arr, return_inverse=True)
+    sums = np.bincount(inverse, weights=values_arr, minlength=len(unique))
+    counts = np.bincount(inverse, minlength=len(unique))
+    return unique, sums / np.maximum(counts, 1)
+
+
+def final_score(values: Sequence[float], fraction: float = 0.2) -> float:
+    """Mean of the last `fraction` of the logged points (at least one point); NaN if none."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan")
+    k = max(1, int(round(fraction * values.size)))
+    return float(values[-k:].mean())
+
+
+# --- aggregation with rliable ----------------------------------------------------------------------
+
+
+def _iqm(scores: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_iqm(scores)])
+
+
+def interval_estimates(
+    score_dict: Mapping[str, np.ndarray], reps: int = 2000, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """{bonus: (IQM, CI low, CI high)} of (num_seeds, num_tasks) score matrices, stratified bootstrap."""
+    from rliable import library as rly
+
+    with warnings.catch_warnings():  # arch: "random_state is deprecated", rliable 1.2 still passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        point, intervals = rly.get_interval_estimates(
+            dict(score_dict),
+            _iqm,
+            reps=reps,
+            confidence_interval_size=0.95,
+            random_state=np.random.RandomState(seed),
+        )
+    return {
+        name: (float(point[name][0]), float(intervals[name][0, 0]), float(intervals[name][1, 0]))
+        for name in score_dict
+    }
+
+
+def aggregate(
+    scores: Mapping[str, Mapping[str, Sequence[float]]], reps: int = 2000, seed: int = 0
+) -> list[dict]:
+    """Rows of IQM and 95 % CI per (task, bonus) and over all tasks.
+
+    `scores[task][bonus]` holds one final score per seed. The "all tasks" row bootstraps seeds within
+    each task (rliable's stratified bootstrap over a (num_seeds, num_tasks) matrix), so every bonus
+    needs the same number of seeds on every task; tasks with a missing bonus are left out of it.
+    """
+    rows = []
+    tasks = list(scores)
+    bonuses = list(dict.fromkeys(b for t in tasks for b in scores[t]))
+    for task in tasks:
+        score_dict = {b: np.asarray(s, dtype=np.float64).reshape(-1, 1) for b, s in scores[task].items()}
+        for bonus, (iqm, low, high) in interval_estimates(score_dict, reps, seed).items():
+            rows.append(_row(task, bonus, iqm, low, high, score_dict[bonus][:, 0]))
+    if len(tasks) > 1:
+        complete = {b: [t for t in tasks if b in scores[t]] for b in bonuses}
+        score_dict = {
+            b: np.stack([np.asarray(scores[t][b], dtype=np.float64) for t in tasks], axis=1)
+            for b in bonuses
+            if len(complete[b]) == len(tasks)
+        }
+        for bonus, (iqm, low, high) in interval_estimates(score_dict, reps, seed).items():
+            rows.append(_row(ALL_TASKS, bonus, iqm, low, high, score_dict[bonus].ravel()))
+    return rows
+
+
+def _row(task: str, bonus: str, iqm: float, low: float, high: float, per_seed: np.ndarray) -> dict:
+    return {
+        "task": task,
+        "bonus": bonus,
+        "iqm": iqm,
+        "ci_low": low,
+        "ci_high": high,
+        "n": int(per_seed.size),
+        "scores": " ".join(f"{x:.3f}" for x in per_seed),
+    }
+
+
+# --- curves and plots -----------------------------------------------------------------------------
+
+
+def binned_curves(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], total_steps: int, bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and std over runs of each run's mean value in `bins` equal bins of steps (NaN-aware)."""
+    edges = np.linspace(0, total_steps, bins + 1)
+    per_run = np.full((len(curves), bins), np.nan)
+    for i, (steps, values) in enumerate(curves):
+        which = np.clip(np.digitize(steps, edges[1:-1], right=True), 0, bins - 1)
+        for b in range(bins):
+            if np.any(which == b):
+                per_run[i, b] = values[which == b].mean()
+    centers = (edges[:-1] + edges[1:]) / 2
+    with warnings.catch_warnings():  # a bin no run logged in: NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return centers, np.nanmean(per_run, axis=0), np.nanstd(per_run, axis=0)
+
+
+def plot_curves(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]],
+    total_steps: int,
+    bins: int,
+    ylabel: str,
+    out: Path,
+    title: str,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for bonus, runs in curves[task].items():
+            x, mean, std = binned_curves(runs, total_steps, bins)
+            ok = ~np.isnan(mean)
+            ax.plot(x[ok], mean[ok], label=f"{bonus} ({len(runs)} seeds)")
+            ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], alpha=0.2)
+        ax.set_title(short_task(task))
+        ax.set_xlabel("agent steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def markdown_table(rows: Sequence[dict], columns: Mapping[str, str]) -> str:
+    """One line per (task, bonus); `columns` maps a metric to the key prefix of its IQM/CI in a row."""
+    header = "| task | bonus | " + " | ".join(f"{m} IQM [95% CI]" for m in columns) + " | per-seed success |"
+    lines = [header, "|" + " --- |" * (3 + len(columns))]
+    for row in rows:
+        cells = [
+            f"{row[f'{p}iqm']:.3f} [{row[f'{p}ci_low']:.3f}, {row[f'{p}ci_high']:.3f}]"
+            for p in columns.values()
+        ]
+        lines.append(
+            f"| {short_task(row['task'])} | {row['bonus']} | "
+            + " | ".join(cells)
+            + f" | {row['success_scores']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def merge_metric_rows(by_metric: Mapping[str, Sequence[dict]]) -> list[dict]:
+    """Rows of several metrics side by side: keys prefixed '<metric>_' (e.g. success_iqm)."""
+    merged: dict[tuple[str, str], dict] = {}
+    for metric, rows in by_metric.items():
+        for row in rows:
+            key = (row["task"], row["bonus"])
+            out = merged.setdefault(key, {"task": row["task"], "bonus": row["bonus"], "n": row["n"]})
+            for k in ("iqm", "ci_low", "ci_high", "scores"):
+                out[f"{metric}_{k}"] = row[k]
+    return list(merged.values())
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
+    scores: dict[str, dict[str, dict[str, list[float]]]] = {m: {} for m in METRICS}
+    curves: dict[str, dict[str, dict[str, list]]] = {m: {} for m in METRICS}
+    run_rows = []
+    for task in args.tasks:
+        for bonus in args.bonuses:
+            for seed in args.seeds:
+                path = run_dir(args, task, bonus, seed)
+                if not path.is_dir():
+                    log(f"missing run {path}: left out")
+                    continue
+                row = {"task": task, "bonus": bonus, "seed": seed}
+                for metric, tag in METRICS.items():
+                    steps, values = read_curve(path, tag)
+                    score = final_score(values, args.final_fraction)
+                    if np.isnan(score):
+                        raise SystemExit(f"{path}: no {tag} logged (did any episode finish?)")
+                    scores[metric].setdefault(task, {}).setdefault(bonus, []).append(score)
+                    curves[metric].setdefault(task, {}).setdefault(bonus, []).append((steps, values))
+                    row[f"final_{metric}"] = round(score, 4)
+                    row[f"logged_points_{metric}"] = int(values.size)
+                record = path / STUDY_FILE
+                if record.is_file():
+                    info = json.loads(record.read_text())
+                    row["wall_s"] = round(info["wall_s"], 1)
+                    row["steady_sps"] = round(info["steady_sps"] or 0.0)
+                run_rows.append(row)
+    if not run_rows:
+        raise SystemExit(f"no runs under {args.root}")
+    # a task/bonus needs the same seed count everywhere for the stratified bootstrap: drop stragglers
+    counts = {len(s) for t in scores["success"].values() for s in t.values()}
+    if len(counts) > 1:
+        n = min(counts)
+        log(f"unequal seed counts {sorted(counts)}: aggregating the first {n} seeds of each")
+        for metric in METRICS:
+            for t in scores[metric].values():
+                for b in t:
+                    t[b] = t[b][:n]
+    by_metric = {m: aggregate(scores[m], args.reps, args.bootstrap_seed) for m in METRICS}
+    rows = merge_metric_rows(by_metric)
+    write_csv(args.root / "runs.csv", run_rows)
+    write_csv(args.root / "summary.csv", rows)
+    table = markdown_table(rows, {"success": "success_", "return": "return_"})
+    (args.root / "table.md").write_text(table)
+    for metric, label in (("success", "success rate"), ("return", "episodic return")):
+        plot_curves(
+            curves[metric],
+            args.total_timesteps,
+            args.curve_bins,
+            label,
+            Path(f"{args.plots}_{metric}.png"),
+            f"{label}: mean ± std over seeds ({args.total_timesteps:,} steps per run)",
+        )
+    log(table)
+    return rows
+
+
+def main(args: Args) -> None:
+    if not 0 < args.final_fraction <= 1:
+        raise SystemExit("--final-fraction must lie in (0, 1]")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    if not args.analyze_only:
+        grid = [(t, b, s) for t in args.tasks for b in args.bonuses for s in args.seeds]
+        start = time.time()
+        for i, (task, bonus, seed) in enumerate(grid, 1):
+            what = run_one(args, task, bonus, seed)
+            print(
+                f"[{i}/{len(grid)} {time.time() - start:6.0f} s] {short_task(task)} {bonus} seed {seed}: {what}",
+                flush=True,
+            )
+        print(f"study trained in {time.time() - start:.0f} s", flush=True)
+    analyze(args)
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
