@@ -335,6 +335,33 @@ class RecurrentTwoHeadPolicy(nn.Module):
         return torch.cat(outputs).reshape(-1, features.shape[-1]), core_state
 
 
+class VectorTorso(nn.Module):
+    """A flat float observation (bandits' previous action, reward and context) -> (B, out_dim) by an MLP."""
+
+    def __init__(self, observation_space: gym.spaces.Box, out_dim: int = 128, hidden: int = 128):
+        super().__init__()
+        features = int(np.prod(observation_space.shape))
+        self.net = nn.Sequential(
+            layer_init(nn.Linear(features, hidden)),
+            nn.Tanh(),
+            layer_init(nn.Linear(hidden, out_dim)),
+            nn.Tanh(),
+        )
+        self.out_dim = out_dim
+
+    def forward(self, obs: Tensor) -> Tensor:
+        return self.net(obs.reshape(obs.shape[0], -1).float())
+
+
+class VectorPolicy(RecurrentTwoHeadPolicy):
+    """MLP policy for flat observations; with `use_lstm` the meta-RL agent that learns across bandit instances."""
+
+    def __init__(
+        self, observation_space: gym.spaces.Box, num_actions: int, hidden: int = 128, use_lstm: bool = False
+    ):
+        super().__init__(VectorTorso(observation_space, out_dim=hidden), num_actions, use_lstm)
+
+
 class MiniGridPolicy(RecurrentTwoHeadPolicy):
     """MiniGrid/BabyAI policy: MiniGridTorso (image ids, direction, optional mission GRU), two value heads."""
 
@@ -373,7 +400,8 @@ class MiniHackPolicy(RecurrentTwoHeadPolicy):
 SUPPORTED_SPACES = (
     "Box uint8 (C, 84, 84) stacked frames (Atari) -> TwoHeadPolicy; "
     "Dict with 'image' (MiniGrid/BabyAI) -> MiniGridPolicy; "
-    "Dict with any of 'glyphs', 'glyphs_crop', 'blstats' (MiniHack/NLE) -> MiniHackPolicy"
+    "Dict with any of 'glyphs', 'glyphs_crop', 'blstats' (MiniHack/NLE) -> MiniHackPolicy; "
+    "a 1-D float Box (bandits, vector tasks) -> VectorPolicy"
 )
 
 
@@ -383,6 +411,8 @@ def _family(observation_space: gym.spaces.Space) -> str:
         shape = observation_space.shape
         if len(shape) == 3 and shape[1:] == (84, 84) and observation_space.dtype == np.uint8:
             return "frames"
+        if len(shape) == 1 and np.issubdtype(observation_space.dtype, np.floating):
+            return "vector"
     elif isinstance(observation_space, gym.spaces.Dict):
         if "image" in observation_space.spaces:
             return "minigrid"
@@ -405,6 +435,8 @@ def make_policy(observation_space: gym.spaces.Space, num_actions: int, **kwargs:
         return TwoHeadPolicy(observation_space.shape[0], num_actions, **kwargs)
     if family == "minigrid":
         return MiniGridPolicy(observation_space, num_actions, **kwargs)
+    if family == "vector":
+        return VectorPolicy(observation_space, num_actions, **kwargs)
     return MiniHackPolicy(observation_space, num_actions, **kwargs)
 
 
@@ -419,4 +451,6 @@ def make_encoder(observation_space: gym.spaces.Space, embed_dim: int, **kwargs: 
         return FrameTorso(observation_space.shape[0], embed_dim, **kwargs)
     if family == "minigrid":
         return MiniGridTorso(observation_space, out_dim=embed_dim, **kwargs)
+    if family == "vector":
+        return VectorTorso(observation_space, out_dim=embed_dim, **kwargs)
     return MiniHackTorso(observation_space, out_dim=embed_dim, **kwargs)

@@ -19,6 +19,7 @@ from agents.grid_networks import (
     MiniGridTorso,
     MiniHackPolicy,
     MiniHackTorso,
+    VectorPolicy,
     make_encoder,
     make_policy,
 )
@@ -199,9 +200,13 @@ def test_make_policy_dispatches_on_the_space():
     assert isinstance(make_policy(MINIHACK_SPACE, 8, **SMALL_MINIHACK), MiniHackPolicy)
     recurrent = make_policy(MINIHACK_SPACE, 8, use_lstm=True, **SMALL_MINIHACK)
     assert recurrent.use_lstm
+    vector = make_policy(gym.spaces.Box(-1.0, 1.0, (10,), np.float32), 4, use_lstm=True)
+    assert isinstance(vector, VectorPolicy) and vector.use_lstm
+    logits, v_ext, v_int, _ = vector(torch.zeros(3, 10), None, torch.ones(3, dtype=torch.bool))
+    assert logits.shape == (3, 4) and v_ext.shape == v_int.shape == (3,)
 
     for unsupported in (
-        gym.spaces.Box(-1.0, 1.0, (10,), np.float32),
+        gym.spaces.Box(-1.0, 1.0, (10, 3), np.float32),
         gym.spaces.Box(0, 255, (8, 4, 84, 84), np.uint8),  # a batched space, not one env's
         gym.spaces.Discrete(5),
         gym.spaces.Dict({"position": gym.spaces.Discrete(3)}),
