@@ -8,6 +8,12 @@ scores it with the bonus, assigns credit, and updates. Design choices for speed:
   the environments need; episode statistics are accumulated on the device and read once
   per update;
 - the bonus scores the whole rollout in one batched pass after collection.
+
+Under `torchrun --nproc-per-node N` (several GPUs or machines) the same code runs data-parallel:
+each rank steps its own `num_envs` environments (seeds offset by rank), the PPO update
+(`ppo_update`) sums gradients over ranks, the bonus's global statistics and count tables are
+merged across ranks, and rank 0 alone logs and writes checkpoints. See explore/distributed.py
+and docs/distributed.md; without torchrun every collective is the identity.
 """
 
 from __future__ import annotations
@@ -15,23 +21,26 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs as env_registry
 from agents.grid_networks import make_policy
-from explore.bonus import BonusModule, masked_mean
+from explore import distributed
+from explore.bonus import BonusModule
 from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
 from explore.combine import BonusContext, build_bonus, parse_bonus
 from explore.credit import rollout_advantages
+from explore.distributed import DistContext
 from explore.errors import ConfigError
 from explore.obs import allocate_obs, cat_obs, map_obs, obs_to_tensor, write_obs
 
@@ -49,9 +58,10 @@ class Config:
     """intrinsic bonus expression: a name (rnd, noveld, e3b, count, count_e, count_e1), a product of an
     episodic and a global bonus (e3b*rnd, e3b*noveld), a sum with coefficients (count_e+0.5*rnd), or 'none'"""
     seed: int = 1
-    """seed of torch, numpy and the environments"""
+    """seed of torch, numpy and the environments (under torchrun, rank r seeds its envs from
+    seed + r * num_envs and its sampling from seed + r)"""
     total_timesteps: int = 2_000_000_000
-    """total agent steps over all envs"""
+    """total agent steps over all envs (of all ranks under torchrun)"""
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"""
     run_dir: str | None = None
@@ -68,7 +78,8 @@ class Config:
 
     # --- environments ---
     num_envs: int = 128
-    """number of parallel environments"""
+    """number of parallel environments PER PROCESS: under torchrun each rank runs this many, so a step
+    of the job is num_envs * WORLD_SIZE env steps and the batch of an update num_envs * num_steps * WORLD_SIZE"""
     env_groups: int = 2
     """split the envs into this many groups stepped asynchronously (overlaps simulation with inference)"""
     sticky_action_prob: float = 0.25
@@ -147,6 +158,7 @@ class Config:
 
     @property
     def batch_size(self) -> int:
+        """samples per update of ONE rank (times WORLD_SIZE under torchrun)"""
         return self.num_envs * self.num_steps
 
     @property
@@ -216,11 +228,13 @@ def validate(config: Config) -> None:
             config.num_minibatches,
             f"it must divide the batch num_envs * num_steps = {config.batch_size}",
         )
-    if config.total_timesteps < config.batch_size:
+    world_size = distributed.env_world_size()
+    if config.total_timesteps < config.batch_size * world_size:
+        ranks = f" over {world_size} ranks: num_envs * num_steps * WORLD_SIZE" if world_size > 1 else ""
         fail(
             "total_timesteps",
             config.total_timesteps,
-            f"it must be at least one batch ({config.batch_size} steps)",
+            f"it must be at least one batch ({config.batch_size * world_size} steps{ranks})",
         )
     for name in ("learning_rate", "clip_coef", "max_grad_norm", "reward_clip"):
         if not getattr(config, name) > 0:
@@ -315,25 +329,164 @@ def make_bonus(config: Config, observation_space, action_space, device: torch.de
     return build_bonus(config.bonus, context)
 
 
-def train(config: Config) -> dict[str, float]:
-    """Train PPO (+ bonus) as `config` says; returns the final logged scalars."""
-    validate(config)
-    device = resolve_device(config.device)
-    run_dir = Path(config.resume or config.run_dir or default_run_dir(config))
-    config = dataclasses.replace(config, run_dir=str(run_dir))
-    resumed = load_checkpoint(run_dir, map_location=device) if config.resume else None
-    save_config(run_dir, config)
+def ppo_update(
+    agent: nn.Module,
+    bonus: BonusModule | None,
+    optimizer: torch.optim.Optimizer,
+    flat: dict[str, Any],
+    config: Config,
+    dist: DistContext | None = None,
+    *,
+    initial_state: tuple[Tensor, ...] | None = None,
+    policy: nn.Module | None = None,
+    minibatches: Callable[[Config, torch.device], Iterable] = minibatch_indices,
+) -> dict[str, float]:
+    """The PPO update of one rollout: `update_epochs` epochs of `num_minibatches` minibatches.
 
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    `flat` holds this rank's flattened (T * N) batch: obs, next_obs, actions, logprobs, advantages,
+    ret_ext, ret_int, valid, starts. `initial_state` is the LSTM state at the rollout's start;
+    `policy` a compiled `agent`; `minibatches(config, device)` yields (indices, env ids) per epoch.
+    Returns the mean losses (policy_loss, value_loss, entropy, approx_kl, clipfrac, bonus_loss).
+
+    Over several ranks, each holding its own share of every minibatch, the update equals the
+    one-process update over the union of the ranks' minibatches:
+    - masked means divide by the GLOBAL number of valid samples of the minibatch (the counts are
+      all-reduced), so each rank's loss is its share (local sum / global count) of the global loss;
+    - advantages are normalized with the minibatch's global mean and std;
+    - gradients are summed over ranks (one all-reduce of a flat buffer) BEFORE the norm is clipped,
+      so every rank clips the same gradient and takes the same step: weights and optimizer state
+      stay identical without a broadcast;
+    - the bonus's loss, a mean over this rank's samples, is weighted by this rank's share of the
+      minibatch's valid samples (exact when the bonus averages over the valid samples, e.g. RND
+      with update_proportion 1; otherwise its subsample mean is weighted by the same share).
+    """
+    policy = policy or agent
+    multi_rank = dist is not None and dist.active
+    device = flat["actions"].device
+    use_amp = config.amp and device.type == "cuda"
+    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    stats = torch.zeros(6, device=device)  # pg, v, entropy, approx_kl, clipfrac, bonus loss
+    num_minibatches = 0
+    for _ in range(config.update_epochs):
+        for index, mb_envs in minibatches(config, device):
+            mb = {key: map_obs(lambda x, index=index: x[index], value) for key, value in flat.items()}
+            mask = mb["valid"].float()
+            adv = mb["advantages"]
+            # the minibatch's global valid count and advantage sum, in one all-reduce
+            sums = distributed.all_reduce_sum_(torch.stack([mask.sum(), (adv * mask).sum()]))
+            count = sums[0].clamp(min=1)
+
+            def share(x: Tensor) -> Tensor:
+                """This rank's share of the global masked mean of x (the mean itself in one process)."""
+                return (x * mask).sum() / count  # noqa: B023 (used inside this iteration only)
+
+            mb_state = None if initial_state is None else tuple(x[:, mb_envs] for x in initial_state)
+            with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+                if mb_state is None:
+                    logits, v_ext, v_int = policy(mb["obs"])
+                else:
+                    logits, v_ext, v_int, _ = policy(mb["obs"], mb_state, mb["starts"])
+            pi = Categorical(logits=logits.float())
+            logratio = pi.log_prob(mb["actions"]) - mb["logprobs"]
+            ratio = logratio.exp()
+            if config.norm_adv:
+                adv_mean = sums[1] / count
+                adv_var = distributed.all_reduce_sum_(share((adv - adv_mean) ** 2))
+                adv = (adv - adv_mean) / (adv_var.sqrt() + 1e-8)
+            pg_loss = share(
+                torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef))
+            )
+            v_loss = 0.5 * (
+                share((v_ext.float() - mb["ret_ext"]) ** 2) + share((v_int.float() - mb["ret_int"]) ** 2)
+            )
+            entropy = share(pi.entropy())
+            loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+            bonus_loss = torch.zeros((), device=device)
+            if bonus is not None:
+                with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
+                    bonus_terms = bonus.loss(mb)
+                if "loss" in bonus_terms:
+                    bonus_loss = bonus_terms["loss"].float() * (mask.sum() / count if multi_rank else 1.0)
+                    loss = loss + bonus_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            distributed.all_reduce_gradients(trainable)  # sum of the ranks' shares: the global gradient
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                approx_kl = share((ratio - 1) - logratio)
+                clipfrac = share(((ratio - 1.0).abs() > config.clip_coef).float())
+                stats += torch.stack([pg_loss, v_loss, entropy, approx_kl, clipfrac, bonus_loss]).detach()
+            num_minibatches += 1
+    distributed.all_reduce_sum_(stats)  # the ranks' shares add up to the global means
+    names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "bonus_loss")
+    return dict(zip(names, (stats / max(num_minibatches, 1)).tolist(), strict=True))
+
+
+class _NoWriter:
+    """Stands in for the SummaryWriter on ranks other than 0: they log nothing."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def add_text(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _load_resumed(run_dir: Path, device: torch.device, dist: DistContext) -> dict[str, Any]:
+    """The checkpoint of `run_dir`; under several ranks rank 0 reads it and broadcasts it (no shared
+    file system needed for resuming) and every rank raises the same error when it is missing."""
+    if not dist.active:
+        return load_checkpoint(run_dir, map_location=device)
+    loaded: Any = None
+    if dist.is_main:
+        try:
+            loaded = load_checkpoint(run_dir, map_location="cpu")
+        except FileNotFoundError as exc:
+            loaded = exc
+    loaded = dist.broadcast_object(loaded)
+    if isinstance(loaded, FileNotFoundError):
+        raise FileNotFoundError(str(loaded))
+    return loaded
+
+
+def train(config: Config) -> dict[str, float]:
+    """Train PPO (+ bonus) as `config` says; returns the final logged scalars.
+
+    Under torchrun it starts the process group (nccl on cuda, gloo on cpu) and ends it on return.
+    """
+    validate(config)
+    dist = distributed.setup(resolve_device(config.device))
+    try:
+        return _train(config, dist)
+    finally:
+        dist.close()
+
+
+def _train(config: Config, dist: DistContext) -> dict[str, float]:
+    device = dist.device
+    # a default run directory holds a time stamp: rank 0's name is everyone's
+    run_dir = Path(dist.broadcast_object(str(config.resume or config.run_dir or default_run_dir(config))))
+    config = dataclasses.replace(config, run_dir=str(run_dir))
+    resumed = _load_resumed(run_dir, device, dist) if config.resume else None
+    if dist.is_main:
+        save_config(run_dir, config)
+
+    # rank r: its own sampling seed and env seeds (rank 0 is the single-process run)
+    random.seed(config.seed + dist.rank)
+    np.random.seed(config.seed + dist.rank)
+    torch.manual_seed(config.seed + dist.rank)
+    env_seed = config.seed + dist.rank * config.num_envs
     use_amp = config.amp and device.type == "cuda"
 
     # --- environments: `env_groups` vector envs of num_envs / env_groups each ---
     group_size = config.num_envs // config.env_groups
     env_kwargs = env_registry.find_suite(config.env_id).config_kwargs(config)
     groups = [
-        env_registry.make(config.env_id, num_envs=group_size, seed=config.seed + g * group_size, **env_kwargs)
+        env_registry.make(config.env_id, num_envs=group_size, seed=env_seed + g * group_size, **env_kwargs)
         for g in range(config.env_groups)
     ]
     group_slices = [slice(g * group_size, (g + 1) * group_size) for g in range(config.env_groups)]
@@ -348,25 +501,39 @@ def train(config: Config) -> dict[str, float]:
     if bonus is not None:
         bonus.to(device)
         trainable += [p for p in bonus.parameters() if p.requires_grad]
+        if dist.active:
+            distributed.mark_for_sync(bonus)  # running statistics and count tables merge across ranks
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=1e-5)
     policy = torch.compile(agent) if config.compile else agent
 
     global_step, start_update = 0, 0
     rooms_seen = torch.zeros(256, dtype=torch.bool, device=device)
-    if resumed is not None:
+    if resumed is not None:  # every rank loads the same global state
         agent.load_state_dict(resumed["agent"])
         optimizer.load_state_dict(resumed["optimizer"])
         if bonus is not None:
             bonus.load_state_dict(resumed["bonus"])
+            if dist.active or resumed.get("world_size", 1) != dist.world_size:
+                distributed.reset_rank_local_state(bonus)  # the checkpoint holds rank 0's carries only
         rooms_seen.copy_(resumed["rooms_seen"])
         global_step, start_update = resumed["global_step"], resumed["update"]
-        torch.set_rng_state(resumed["torch_rng"])
-        np.random.set_state(resumed["numpy_rng"])
-    elif bonus is not None and hasattr(bonus, "warmup") and config.rnd_warmup_iterations > 0:
-        for g, envs in enumerate(groups):  # observation statistics from a random agent
-            bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=config.seed + g)
+        rank_rng = resumed.get("rank_rng") or [(resumed["torch_rng"], resumed["numpy_rng"])]
+        if dist.rank < len(rank_rng):  # a rank the saving run did not have keeps its fresh seed
+            torch.set_rng_state(rank_rng[dist.rank][0])
+            np.random.set_state(rank_rng[dist.rank][1])
+    else:
+        distributed.broadcast_module_(agent)  # rank 0's initial weights everywhere
+        if bonus is not None:
+            distributed.broadcast_module_(bonus)  # e.g. RND's random target
+        if bonus is not None and hasattr(bonus, "warmup") and config.rnd_warmup_iterations > 0:
+            for g, envs in enumerate(groups):  # observation statistics from a random agent (of all ranks)
+                bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=env_seed + g)
 
-    writer = SummaryWriter(str(run_dir), purge_step=global_step if resumed else None)
+    writer = (
+        SummaryWriter(str(run_dir), purge_step=global_step if resumed else None)
+        if dist.is_main
+        else _NoWriter()
+    )
     if resumed is None:
         writer.add_text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
 
@@ -453,11 +620,12 @@ def train(config: Config) -> dict[str, float]:
         if track_rooms:
             rooms_seen[torch.as_tensor(info["ram"][:, MONTEZUMA_ROOM_RAM_INDEX], device=device).long()] = True
 
-    num_updates = config.num_updates
+    steps_per_update = config.batch_size * dist.world_size  # every rank's envs
+    num_updates = start_update + max(0, (config.total_timesteps - global_step) // steps_per_update)
     progress = tqdm(
-        total=num_updates * config.batch_size,
+        total=global_step + (num_updates - start_update) * steps_per_update,
         initial=global_step,
-        disable=not config.progress,
+        disable=not (config.progress and dist.is_main),
         unit="step",
         dynamic_ncols=True,
     )
@@ -465,6 +633,7 @@ def train(config: Config) -> dict[str, float]:
     logged: dict[str, float] = {}
     start_time, start_step = time.time(), global_step
     steady_start, steady_step = start_time, start_step
+    update_seconds, comm_seconds = 0.0, 0.0  # time in ppo_update, and in its collectives
 
     for update in range(start_update, num_updates):
         if config.anneal_lr:
@@ -479,7 +648,7 @@ def train(config: Config) -> dict[str, float]:
                 act(g, step)
         for g in range(config.env_groups):
             observe(g, T - 1)
-        global_step += config.batch_size
+        global_step += steps_per_update
 
         # --- intrinsic reward for the whole rollout in one batched pass ---
         # the observation after each step (the true final observation at a done)
@@ -531,84 +700,45 @@ def train(config: Config) -> dict[str, float]:
             "valid": valid.reshape(-1),
             "starts": starts.reshape(-1),
         }
-        stats = torch.zeros(7, device=device)  # pg, v, entropy, approx_kl, clipfrac, bonus loss, count
-        for _ in range(config.update_epochs):
-            for index, mb_envs in minibatch_indices(config, device):
-                mb = {key: map_obs(lambda x, index=index: x[index], value) for key, value in flat.items()}
-                mask = mb["valid"].float()
-                mb_state = None if core_state is None else tuple(x[:, mb_envs] for x in rollout_start_state)
-                with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-                    logits, v_ext, v_int, _ = evaluate(mb["obs"], mb_state, mb["starts"])
-                dist = Categorical(logits=logits.float())
-                logratio = dist.log_prob(mb["actions"]) - mb["logprobs"]
-                ratio = logratio.exp()
-                adv = mb["advantages"]
-                if config.norm_adv:
-                    adv_mean = masked_mean(adv, mask)
-                    adv_std = masked_mean((adv - adv_mean) ** 2, mask).sqrt()
-                    adv = (adv - adv_mean) / (adv_std + 1e-8)
-                pg_loss = masked_mean(
-                    torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef)),
-                    mask,
-                )
-                v_loss = 0.5 * (
-                    masked_mean((v_ext.float() - mb["ret_ext"]) ** 2, mask)
-                    + masked_mean((v_int.float() - mb["ret_int"]) ** 2, mask)
-                )
-                entropy = masked_mean(dist.entropy(), mask)
-                loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
-                bonus_loss = torch.zeros((), device=device)
-                if bonus is not None:
-                    with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-                        bonus_terms = bonus.loss(mb)
-                    if "loss" in bonus_terms:
-                        bonus_loss = bonus_terms["loss"].float()
-                        loss = loss + bonus_loss
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                with torch.no_grad():
-                    approx_kl = masked_mean((ratio - 1) - logratio, mask)
-                    clipfrac = masked_mean(((ratio - 1.0).abs() > config.clip_coef).float(), mask)
-                    stats += torch.stack(
-                        [
-                            pg_loss,
-                            v_loss,
-                            entropy,
-                            approx_kl,
-                            clipfrac,
-                            bonus_loss,
-                            torch.ones((), device=device),
-                        ]
-                    ).detach()
+        update_start, comm_start = time.perf_counter(), distributed.comm_seconds()
+        stats = ppo_update(
+            agent, bonus, optimizer, flat, config, dist, initial_state=rollout_start_state, policy=policy
+        )
+        update_seconds += time.perf_counter() - update_start
+        comm_seconds += distributed.comm_seconds() - comm_start
 
-        # --- logging: the one sync per update ---
-        stats = (stats[:6] / stats[6]).tolist()
+        # --- logging, by rank 0, of every rank's episodes: the one sync per update ---
+        # (under torchrun: one all-reduce of the sums below and one all-gather of finished episodes)
+        totals = distributed.all_reduce_sum_(
+            torch.cat([torch.stack([(int_rewards * valid).sum(), valid.sum().float()]), rooms_seen.float()])
+        )
+        rooms_seen |= totals[2:] > 0
         done_mask = ~torch.isnan(finished_returns)
-        successes = finished_success[~torch.isnan(finished_success)]
-        if successes.numel():
-            writer.add_scalar("charts/success_rate", successes.mean().item(), global_step)
-        episode_returns = finished_returns[done_mask].tolist()
-        episode_lengths = finished_lengths[done_mask].tolist()
-        for ret, length in zip(episode_returns, episode_lengths, strict=True):
+        episodes = torch.stack(
+            [finished_returns[done_mask], finished_lengths[done_mask].float(), finished_success[done_mask]], 1
+        )
+        episodes = torch.cat(distributed.all_gather_variable(episodes)).tolist()
+        successes = [success for _, _, success in episodes if success == success]  # not NaN
+        if successes:
+            writer.add_scalar("charts/success_rate", sum(successes) / len(successes), global_step)
+        for ret, length, _ in episodes:
             writer.add_scalar("charts/episodic_return", ret, global_step)
             writer.add_scalar("charts/episodic_length", length, global_step)
-        if episode_returns:
-            latest_return = episode_returns[-1]
+        if episodes:
+            latest_return = episodes[-1][0]
         sps = int((global_step - start_step) / (time.time() - start_time))
         logged = {
             "charts/SPS": sps,
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
-            "charts/intrinsic_reward": float(masked_mean(int_rewards, valid.float())),
-            "losses/policy_loss": stats[0],
-            "losses/value_loss": stats[1],
-            "losses/entropy": stats[2],
-            "losses/approx_kl": stats[3],
-            "losses/clipfrac": stats[4],
+            "charts/intrinsic_reward": float(totals[0] / totals[1].clamp(min=1)),
+            "losses/policy_loss": stats["policy_loss"],
+            "losses/value_loss": stats["value_loss"],
+            "losses/entropy": stats["entropy"],
+            "losses/approx_kl": stats["approx_kl"],
+            "losses/clipfrac": stats["clipfrac"],
         }
         if bonus is not None:
-            logged[f"losses/{bonus.name}_loss"] = stats[5]
+            logged[f"losses/{bonus.name}_loss"] = stats["bonus_loss"]
             logged.update({f"{bonus.name}/{k}": v for k, v in bonus.metrics().items()})
             parts = (
                 bonus.parts() if hasattr(bonus, "parts") else {bonus.kind: logged["charts/intrinsic_reward"]}
@@ -620,7 +750,7 @@ def train(config: Config) -> dict[str, float]:
             writer.add_scalar(key, value, global_step)
         if update == start_update:  # steady-state SPS leaves out the first update (allocation, compilation)
             steady_start, steady_step = time.time(), global_step
-        progress.update(config.batch_size)
+        progress.update(steps_per_update)
         progress.set_postfix(
             SPS=sps, ret=latest_return, rooms=logged.get("exploration/rooms_visited", "-"), refresh=False
         )
@@ -628,25 +758,34 @@ def train(config: Config) -> dict[str, float]:
         finished_success.fill_(float("nan"))
 
         if (update + 1) % config.checkpoint_interval == 0 or update + 1 == num_updates:
-            state = {
-                "agent": agent.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "bonus": bonus.state_dict() if bonus is not None else None,
-                "rooms_seen": rooms_seen.cpu(),
-                "global_step": global_step,
-                "update": update + 1,
-                "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(),
-            }
-            save_checkpoint(run_dir, state)
+            # weights, optimizer and bonus statistics are identical on every rank: rank 0 saves them,
+            # with every rank's RNG states (rank-local carries are rank 0's; see docs/distributed.md)
+            rank_rng = dist.all_gather_object((torch.get_rng_state(), np.random.get_state()))
+            if dist.is_main:
+                state = {
+                    "agent": agent.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "bonus": bonus.state_dict() if bonus is not None else None,
+                    "rooms_seen": rooms_seen.cpu(),
+                    "global_step": global_step,
+                    "update": update + 1,
+                    "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": np.random.get_state(),
+                    "world_size": dist.world_size,
+                    "rank_rng": rank_rng,
+                }
+                save_checkpoint(run_dir, state)
 
     progress.close()
     writer.close()
     for envs in groups:
         envs.close()
+    dist.barrier()  # every rank returns after rank 0's last checkpoint is on disk
     logged["global_step"] = global_step
     logged["latest_return"] = latest_return
     logged["device"] = str(device)
+    logged["rank"], logged["world_size"] = dist.rank, dist.world_size
+    logged["update_seconds"], logged["comm_seconds"] = update_seconds, comm_seconds
     if num_updates - start_update > 1:
         logged["steady_sps"] = (global_step - steady_step) / (time.time() - steady_start)
     return logged

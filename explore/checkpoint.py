@@ -1,4 +1,9 @@
-"""Run directories and atomic checkpoints: a kill at any moment leaves a loadable checkpoint."""
+"""Run directories and atomic checkpoints: a kill at any moment leaves a loadable checkpoint.
+
+Under torchrun only rank 0 calls the writers (the state they save is identical on every rank;
+see docs/distributed.md), and rank 0 alone reads a checkpoint to resume, then broadcasts it, so
+two ranks never write or race on the same file.
+"""
 
 from __future__ import annotations
 

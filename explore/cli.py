@@ -55,6 +55,8 @@ def train_main(argv: Sequence[str], prog: str = "explore train", default_preset:
 
     config = parse_train_config(argv, prog=prog, default_preset=default_preset)
     result = train(config)
+    if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
+        return
     print(
         f"finished {result['global_step']} steps; run directory: {config.resume or config.run_dir or 'runs/'}; "
         f"latest episodic return {result['latest_return']}"

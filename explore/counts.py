@@ -252,6 +252,13 @@ class GlobalCount(BonusModule):
 
     The table (`table_keys` sorted, `table_counts`) is a pair of buffers on the module's device
     that grow with every new state; `state_dict()` saves them and `load_state_dict` resizes them.
+
+    Across ranks (`sync_across_ranks`, set by `explore.distributed.mark_for_sync`, with a process
+    group running): each rank hashes its own rollout, the (T, N_r) keys of all ranks are gathered
+    (one all_gather of int64 keys, -1 for invalid steps) and EVERY rank counts the union, envs in
+    rank order, then keeps its own columns. The tables stay identical on every rank and each
+    rank's bonus is what one process stepping all ranks' envs would give. `bonus` is then a
+    collective: every rank calls it once per rollout.
     """
 
     name = "count"
@@ -263,6 +270,18 @@ class GlobalCount(BonusModule):
         self.register_buffer("table_keys", torch.zeros(0, dtype=torch.int64))
         self.register_buffer("table_counts", torch.zeros(0, dtype=torch.int64))
         self._last_bonus_mean = torch.zeros(())
+        self.sync_across_ranks = False
+
+    def _update_counts_across_ranks(self, keys: Tensor, valid: Tensor) -> Tensor:
+        """`update_counts` over the union of every rank's (T, N_r) keys; returns this rank's columns."""
+        from explore.distributed import all_gather_variable, get_rank
+
+        marked = torch.where(valid, keys, -1)  # keys lie in [0, 2^62): -1 marks an invalid step
+        per_rank = all_gather_variable(marked.transpose(0, 1).contiguous())  # (N_r, T) each
+        union = torch.cat(per_rank).transpose(0, 1)  # (T, sum N_r), envs in rank order
+        counts = self.update_counts(union, union >= 0)
+        start = sum(part.shape[0] for part in per_rank[: get_rank()])
+        return counts[:, start : start + keys.shape[1]]
 
     def update_counts(self, keys: Tensor, valid: Tensor) -> Tensor:
         """Add the valid visits of (T, N) `keys` to the table; returns each visit's count N(s'), 0 where invalid."""
@@ -298,7 +317,11 @@ class GlobalCount(BonusModule):
         """1 / sqrt(N(s')) for each transition of a (T, N) rollout, counting it first; 0 where not valid."""
         valid = batch["valid"]
         keys = self.state_key(batch["next_obs"], valid.dim())
-        rewards = _counts_to_bonus(self.update_counts(keys, valid), "sqrt")
+        if self.sync_across_ranks and valid.dim() == 2:
+            counts = self._update_counts_across_ranks(keys, valid)
+        else:
+            counts = self.update_counts(keys, valid)
+        rewards = _counts_to_bonus(counts, "sqrt")
         self._last_bonus_mean = masked_mean(rewards, valid)
         return rewards
 

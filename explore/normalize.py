@@ -1,4 +1,14 @@
-"""Running statistics as modules with buffers, so that `state_dict()` saves and restores them."""
+"""Running statistics as modules with buffers, so that `state_dict()` saves and restores them.
+
+Under torch.distributed (see explore/distributed.py):
+- a `RunningMeanStd` marked with `sync_across_ranks = True` (`explore.distributed.mark_for_sync`)
+  merges the batch moments of ALL ranks before it updates, so every rank holds the statistics of
+  the union of their data; since every rank starts from the same statistics (initialized, loaded
+  or warmed up the same way) and applies the same merged update, they stay identical;
+- a `DiscountedReturnFilter` is rank-local (`rank_local = True`): its per-env carry belongs to
+  this rank's environments and is never communicated. A checkpoint holds rank 0's carry only; it
+  is re-initialized on resume with several ranks, and whenever the env count differs.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +21,15 @@ class RunningMeanStd(nn.Module):
 
     Samples are the leading dims of `x` in front of `shape`. An optional `mask` (the leading dims)
     leaves rows out without a boolean gather, so nothing waits on the device.
+
+    With `sync_across_ranks` set and a process group running, `update` is a collective: every
+    rank must call it, the same number of times (each may pass a different number of rows).
     """
 
-    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4):
+    def __init__(self, shape: tuple[int, ...] = (), epsilon: float = 1e-4, sync_across_ranks: bool = False):
         super().__init__()
         self.shape = tuple(shape)
+        self.sync_across_ranks = sync_across_ranks
         self.register_buffer("mean", torch.zeros(self.shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(self.shape, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
@@ -29,7 +43,12 @@ class RunningMeanStd(nn.Module):
         safe_count = batch_count.clamp(min=1.0)
         batch_mean = (weights * x).sum(0) / safe_count
         batch_var = (weights * (x - batch_mean) ** 2).sum(0) / safe_count
-        self._merge(batch_mean.double(), batch_var.double(), batch_count.double())
+        batch_mean, batch_var, batch_count = batch_mean.double(), batch_var.double(), batch_count.double()
+        if self.sync_across_ranks:
+            from explore.distributed import all_reduce_moments  # identity without a process group
+
+            batch_mean, batch_var, batch_count = all_reduce_moments(batch_mean, batch_var, batch_count)
+        self._merge(batch_mean, batch_var, batch_count)
 
     def _merge(self, batch_mean: Tensor, batch_var: Tensor, batch_count: Tensor) -> None:
         total = self.count + batch_count
@@ -57,12 +76,34 @@ class DiscountedReturnFilter(nn.Module):
     across rollouts, as the stream is non-episodic. Steps with `valid == False` (autoreset dummy
     steps) leave the return unchanged. RND divides its bonus by the running std of this return.
     (CleanRL's ppo_rnd_envpool iterated over the transposed array, i.e. across envs: issue #360.)
+
+    The carry is rank-local state (one entry per env of THIS process). Loading a state dict whose
+    carry has a different env count keeps the fresh zero carry instead of failing.
     """
+
+    rank_local = True
 
     def __init__(self, num_envs: int, gamma: float):
         super().__init__()
         self.gamma = gamma
         self.register_buffer("returns", torch.zeros(num_envs))
+
+    def reset_carry(self) -> None:
+        """Start every env's running return from 0 (as at the start of training)."""
+        self.returns.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        saved = state_dict.get(prefix + "returns")
+        if saved is not None and saved.shape != self.returns.shape:
+            state_dict = {k: v for k, v in state_dict.items() if k != prefix + "returns"}
+            self.reset_carry()
+            # the key is absent from the filtered dict: do not report it as missing
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+            missing = args[2] if len(args) > 2 else kwargs.get("missing_keys")
+            if missing is not None and prefix + "returns" in missing:
+                missing.remove(prefix + "returns")
+            return
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def forward(self, rewards: Tensor, valid: Tensor | None = None) -> Tensor:
