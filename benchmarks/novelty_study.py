@@ -64,8 +64,9 @@ class Args:
     """random-agent rollouts that initialize RND's observation statistics"""
     checkpoint_interval: int = 4
     """updates between checkpoints (the study resumes from the last one)"""
-    torch_threads: int | None = None
-    """torch.set_num_threads for the runs (default: torch's own)"""
+    torch_threads: int = 1
+    """torch.set_num_threads for the runs (0: torch's default). One thread: on the shared 2-core machine,
+    torch's two OpenMP threads ran 3-8x slower than one whenever other processes were busy"""
     root: Path = Path("runs/novelty_study")
     """folder of the run directories and of summary.csv, runs.csv and table.md"""
     plots: Path = Path("benchmarks/novelty")
@@ -78,6 +79,9 @@ class Args:
     """seed of the bootstrap (numpy RandomState)"""
     curve_bins: int = 24
     """learning curves: logged points are averaged in this many equal bins of steps"""
+    stop_after_min: float | None = None
+    """start no new run after this many minutes (the study stays resumable; the analysis keeps the first
+    seeds that every task and bonus completed)"""
     analyze_only: bool = False
     """do not train; aggregate and plot the runs already in --root"""
 
@@ -389,8 +393,8 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
         for bonus in args.bonuses:
             for seed in args.seeds:
                 path = run_dir(args, task, bonus, seed)
-                if not path.is_dir():
-                    log(f"missing run {path}: left out")
+                if not path.is_dir() or run_state(make_config(args, task, bonus, seed)) != "done":
+                    log(f"{path}: missing or unfinished, left out")
                     continue
                 row = {"task": task, "bonus": bonus, "seed": seed}
                 for metric, tag in METRICS.items():
@@ -441,14 +445,21 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
 def main(args: Args) -> None:
     if not 0 < args.final_fraction <= 1:
         raise SystemExit("--final-fraction must lie in (0, 1]")
-    if args.torch_threads:
+    if args.torch_threads > 0:
         import torch
 
         torch.set_num_threads(args.torch_threads)
     if not args.analyze_only:
-        grid = [(t, b, s) for t in args.tasks for b in args.bonuses for s in args.seeds]
+        # seed-major: stopped early, the study still has whole seeds of every (task, bonus)
+        grid = [(t, b, s) for s in args.seeds for t in args.tasks for b in args.bonuses]
         start = time.time()
         for i, (task, bonus, seed) in enumerate(grid, 1):
+            if args.stop_after_min is not None and time.time() - start > 60 * args.stop_after_min:
+                print(
+                    f"--stop-after-min {args.stop_after_min}: {len(grid) - i + 1} runs not started",
+                    flush=True,
+                )
+                break
             what = run_one(args, task, bonus, seed)
             print(
                 f"[{i}/{len(grid)} {time.time() - start:6.0f} s] {short_task(task)} {bonus} seed {seed}: {what}",
