@@ -16,8 +16,8 @@ Outputs: <root>/summary.csv (one row per task/bonus/metric, with the per-seed sc
 <plots>_success.png / <plots>_return.png (mean +- std over seeds per bonus, one panel per task).
 
 Aggregation needs rliable (`pip install rliable`); the final score of a run is the mean of its
-last `final_fraction` of logged points (success rate per update; episodic return averaged per
-update first).
+last `final_fraction` of logged points (one point per update that finished episodes), weighted
+by the episodes behind each point: the success rate and return over those episodes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class Args:
     """bonus expressions (agents.ppo.Config.bonus)"""
     seeds: tuple[int, ...] = (1, 2, 3)
     """seeds of every (task, bonus)"""
-    total_timesteps: int = 49_152
+    total_timesteps: int = 73_728
     """agent steps per run"""
     num_envs: int = 16
     """parallel environments per run"""
@@ -76,9 +76,10 @@ class Args:
     reps: int = 2000
     """bootstrap resamples"""
     bootstrap_seed: int = 0
-    """seed of the bootstrap (numpy RandomState)"""
-    curve_bins: int = 24
-    """learning curves: logged points are averaged in this many equal bins of steps"""
+    """seed of the bootstrap (NumPy's global RNG, which rliable resamples from, restored afterwards)"""
+    curve_bins: int = 12
+    """learning curves: episode-weighted means in this many equal bins of steps (a bin shorter than an
+    episode limit spikes where one seed alone finished an episode)"""
     stop_after_min: float | None = None
     """start no new run after this many minutes (the study stays resumable; the analysis keeps the first
     seeds that every task and bonus completed)"""
@@ -194,32 +195,55 @@ def run_one(args: Args, task: str, bonus: str, seed: int) -> str:
 # --- reading and scoring --------------------------------------------------------------------------
 
 
-def read_curve(path: Path, tag: str) -> tuple[np.ndarray, np.ndarray]:
-    """(steps, values) of a scalar tag, values logged at the same step averaged (episodic returns)."""
+Curve = tuple[np.ndarray, np.ndarray, np.ndarray]  # steps, value at each step, episodes behind it
+
+
+def read_curves(path: Path) -> dict[str, Curve]:
+    """{metric: (steps, values, episodes)} of a run, from its TensorBoard events.
+
+    `charts/episodic_return` is logged once per finished episode: its values at one step are averaged
+    and counted. `charts/success_rate` is logged once per update as the mean over the episodes that
+    finished in it, so it is weighted by that update's episode count (read off the returns): an
+    update where one early success alone finished must not count as much as one where 16 episodes did.
+    """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(path), size_guidance={"scalars": 0})
     events.Reload()
-    if tag not in events.Tags()["scalars"]:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return per_step_mean([e.step for e in events.Scalars(tag)], [e.value for e in events.Scalars(tag)])
+    tags = set(events.Tags()["scalars"])
+
+    def scalars(tag: str) -> tuple[list[int], list[float]]:
+        if tag not in tags:
+            return [], []
+        return [e.step for e in events.Scalars(tag)], [e.value for e in events.Scalars(tag)]
+
+    ret_steps, ret_values, ret_counts = per_step_mean(*scalars(RETURN_TAG))
+    episodes_at = dict(zip(ret_steps.tolist(), ret_counts.tolist(), strict=True))
+    succ_steps, succ_values, _ = per_step_mean(*scalars(SUCCESS_TAG))
+    succ_counts = np.array([episodes_at.get(int(s), 1) for s in succ_steps], dtype=np.int64)
+    return {"success": (succ_steps, succ_values, succ_counts), "return": (ret_steps, ret_values, ret_counts)}
 
 
-def per_step_mean(steps: Sequence[int], values: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def per_step_mean(steps: Sequence[int], values: Sequence[float]) -> Curve:
+    """Values logged at the same step averaged: (unique steps, means, number of values at each)."""
     steps_arr, values_arr = np.asarray(steps, dtype=np.int64), np.asarray(values, dtype=np.float64)
     unique, inverse = np.unique(steps_arr, return_inverse=True)
     sums = np.bincount(inverse, weights=values_arr, minlength=len(unique))
     counts = np.bincount(inverse, minlength=len(unique))
-    return unique, sums / np.maximum(counts, 1)
+    return unique, sums / np.maximum(counts, 1), counts
 
 
-def final_score(values: Sequence[float], fraction: float = 0.2) -> float:
-    """Mean of the last `fraction` of the logged points (at least one point); NaN if none."""
+def final_score(
+    values: Sequence[float], fraction: float = 0.2, weights: Sequence[float] | None = None
+) -> float:
+    """Mean of the last `fraction` of the logged points (at least one point), weighted by `weights`
+    (episodes per point) when given; NaN if there is no point."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
         return float("nan")
     k = max(1, int(round(fraction * values.size)))
-    return float(values[-k:].mean())
+    w = np.ones(values.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    return float(np.average(values[-k:], weights=w[-k:]))
 
 
 # --- aggregation with rliable ----------------------------------------------------------------------
@@ -237,15 +261,16 @@ def interval_estimates(
     """{bonus: (IQM, CI low, CI high)} of (num_seeds, num_tasks) score matrices, stratified bootstrap."""
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch: "random_state is deprecated", rliable 1.2 still passes it
-        warnings.simplefilter("ignore", FutureWarning)
+    # rliable 1.2's StratifiedBootstrap draws its resamples from NumPy's global RNG (np.random.choice)
+    # whatever random_state says: seed that, and put its state back afterwards
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
         point, intervals = rly.get_interval_estimates(
-            dict(score_dict),
-            _iqm,
-            reps=reps,
-            confidence_interval_size=0.95,
-            random_state=np.random.RandomState(seed),
+            dict(score_dict), _iqm, reps=reps, confidence_interval_size=0.95
         )
+    finally:
+        np.random.set_state(saved)
     return {
         name: (float(point[name][0]), float(intervals[name][0, 0]), float(intervals[name][1, 0]))
         for name in score_dict
@@ -296,16 +321,18 @@ def _row(task: str, bonus: str, iqm: float, low: float, high: float, per_seed: n
 
 
 def binned_curves(
-    curves: Sequence[tuple[np.ndarray, np.ndarray]], total_steps: int, bins: int
+    curves: Sequence[Curve], total_steps: int, bins: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over runs of each run's mean value in `bins` equal bins of steps (NaN-aware)."""
+    """Mean and std over runs of each run's episode-weighted mean in `bins` equal bins of steps
+    (a bin where a run logged nothing leaves that run out of it; NaN where no run logged)."""
     edges = np.linspace(0, total_steps, bins + 1)
     per_run = np.full((len(curves), bins), np.nan)
-    for i, (steps, values) in enumerate(curves):
+    for i, (steps, values, weights) in enumerate(curves):
         which = np.clip(np.digitize(steps, edges[1:-1], right=True), 0, bins - 1)
         for b in range(bins):
-            if np.any(which == b):
-                per_run[i, b] = values[which == b].mean()
+            inside = which == b
+            if np.any(inside) and weights[inside].sum() > 0:
+                per_run[i, b] = np.average(values[inside], weights=weights[inside])
     centers = (edges[:-1] + edges[1:]) / 2
     with warnings.catch_warnings():  # a bin no run logged in: NaN, not a warning
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -319,6 +346,7 @@ def plot_curves(
     ylabel: str,
     out: Path,
     title: str,
+    band_limits: tuple[float, float] | None = None,
 ) -> None:
     import matplotlib
 
@@ -332,7 +360,10 @@ def plot_curves(
             x, mean, std = binned_curves(runs, total_steps, bins)
             ok = ~np.isnan(mean)
             ax.plot(x[ok], mean[ok], label=f"{bonus} ({len(runs)} seeds)")
-            ax.fill_between(x[ok], (mean - std)[ok], (mean + std)[ok], alpha=0.2)
+            low, high = mean - std, mean + std
+            if band_limits is not None:  # e.g. a success rate's band stays in [0, 1]
+                low, high = np.clip(low, *band_limits), np.clip(high, *band_limits)
+            ax.fill_between(x[ok], low[ok], high[ok], alpha=0.2)
         ax.set_title(short_task(task))
         ax.set_xlabel("agent steps")
         ax.set_ylabel(ylabel)
@@ -397,15 +428,18 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
                     log(f"{path}: missing or unfinished, left out")
                     continue
                 row = {"task": task, "bonus": bonus, "seed": seed}
-                for metric, tag in METRICS.items():
-                    steps, values = read_curve(path, tag)
-                    score = final_score(values, args.final_fraction)
+                for metric, curve in read_curves(path).items():
+                    steps, values, episodes = curve
+                    score = final_score(values, args.final_fraction, episodes)
                     if np.isnan(score):
-                        raise SystemExit(f"{path}: no {tag} logged (did any episode finish?)")
+                        raise SystemExit(f"{path}: no {METRICS[metric]} logged (did any episode finish?)")
                     scores[metric].setdefault(task, {}).setdefault(bonus, []).append(score)
-                    curves[metric].setdefault(task, {}).setdefault(bonus, []).append((steps, values))
+                    curves[metric].setdefault(task, {}).setdefault(bonus, []).append(curve)
                     row[f"final_{metric}"] = round(score, 4)
                     row[f"logged_points_{metric}"] = int(values.size)
+                    row[f"final_episodes_{metric}"] = int(
+                        episodes[-max(1, int(round(args.final_fraction * values.size))) :].sum()
+                    )
                 record = path / STUDY_FILE
                 if record.is_file():
                     info = json.loads(record.read_text())
@@ -429,7 +463,10 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
     write_csv(args.root / "summary.csv", rows)
     table = markdown_table(rows, {"success": "success_", "return": "return_"})
     (args.root / "table.md").write_text(table)
-    for metric, label in (("success", "success rate"), ("return", "episodic return")):
+    for metric, label, limits in (
+        ("success", "success rate", (0.0, 1.0)),
+        ("return", "episodic return", None),
+    ):
         plot_curves(
             curves[metric],
             args.total_timesteps,
@@ -437,6 +474,7 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
             label,
             Path(f"{args.plots}_{metric}.png"),
             f"{label}: mean ± std over seeds ({args.total_timesteps:,} steps per run)",
+            limits,
         )
     log(table)
     return rows
