@@ -12,6 +12,7 @@ USAGE = """usage: explore <command> [options]
 commands:
   train       train PPO with an intrinsic bonus (`explore train --help` lists every flag)
   list-envs   list every registered environment id
+  bandits     every bandit baseline on a suite: Markdown table, CSV, regret plots
 
 examples:
   explore train --preset quick                      # a few minutes of PPO+RND on a CPU
@@ -72,7 +73,13 @@ def list_envs_main(argv: Sequence[str]) -> None:
             print(env_id)
 
 
-COMMANDS = {"train": train_main, "list-envs": list_envs_main}
+def bandits_main(argv: Sequence[str]) -> None:
+    from explore.bandit_report import bandits_main as run_bandits
+
+    run_bandits(argv)
+
+
+COMMANDS = {"train": train_main, "list-envs": list_envs_main, "bandits": bandits_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
