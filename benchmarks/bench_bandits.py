@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +33,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.bandits import UCB, run, ucb_bernoulli_fused, ucb_bernoulli_straightforward  # noqa: E402
+from benchmarks.timing import best_time  # noqa: E402
 from envs.bandits import BatchedBandit  # noqa: E402
 
 TASK = "Bandit-Bernoulli-K5-Hard-v0"
@@ -63,24 +62,6 @@ class Bench:
     """B of the equality check before timing (0: skip)"""
     json_out: str | None = None
     """also write the figures here"""
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def best_time(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Best wall time of `repeats` calls after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def check_same_arms(num_instances: int, rounds: int, device: torch.device, seed: int) -> None:

@@ -24,6 +24,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: E402
+from benchmarks.timing import best_time  # noqa: E402
 from explore.combine import BonusContext, build_bonus  # noqa: E402
 from explore.obs import obs_to_tensor  # noqa: E402
 
@@ -42,23 +43,6 @@ class Bench:
     """device of the bonus"""
     repeats: int = 3
     """timed repetitions (the best is kept)"""
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def best_time(fn, repeats: int, device: torch.device) -> float:
-    fn()  # warm-up: allocation, first-call dispatch
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main(bench: Bench) -> dict:
