@@ -155,6 +155,9 @@ class Config:
     """bf16 autocast for network forward passes on cuda"""
     compile: bool = False
     """torch.compile the policy"""
+    torch_threads: int = 0
+    """CPU threads for torch (0: torch's default). On a small or loaded CPU, 1 avoids
+    oversubscribing the cores the env threads use (measured 18 -> 158 SPS on 2 cores)"""
 
     @property
     def batch_size(self) -> int:
@@ -247,8 +250,9 @@ def validate(config: Config) -> None:
             fail(name, getattr(config, name), "it must lie in [0, 1]")
     if not 0.0 < config.update_proportion <= 1.0:
         fail("update_proportion", config.update_proportion, "it must lie in (0, 1]")
-    if config.rnd_warmup_iterations < 0:
-        fail("rnd_warmup_iterations", config.rnd_warmup_iterations, "it must be >= 0")
+    for name in ("rnd_warmup_iterations", "torch_threads"):
+        if getattr(config, name) < 0:
+            fail(name, getattr(config, name), "it must be >= 0")
     if config.use_lstm and config.num_envs % config.num_minibatches:
         fail(
             "num_minibatches",
@@ -478,6 +482,8 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
     # rank r: its own sampling seed and env seeds (rank 0 is the single-process run)
     random.seed(config.seed + dist.rank)
     np.random.seed(config.seed + dist.rank)
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
     torch.manual_seed(config.seed + dist.rank)
     env_seed = config.seed + dist.rank * config.num_envs
     use_amp = config.amp and device.type == "cuda"

@@ -15,11 +15,41 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "config.json"
 
 C = TypeVar("C")
+
+
+class PerEnvState(nn.Module):
+    """A module whose listed buffers hold one row per env (episodic memory, running returns).
+
+    Resuming with a different --num-envs cannot map old envs to new ones: saved rows whose shape no
+    longer fits are dropped and `reset_per_env_state()` starts every env afresh, as at the start
+    of training. Everything else in the state dict loads as usual.
+    """
+
+    per_env_buffers: tuple[str, ...] = ()
+
+    def reset_per_env_state(self) -> None:
+        raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        resized = [
+            prefix + name
+            for name in self.per_env_buffers
+            if prefix + name in state_dict and state_dict[prefix + name].shape != getattr(self, name).shape
+        ]
+        if resized:
+            state_dict = {k: v for k, v in state_dict.items() if k not in resized}
+            self.reset_per_env_state()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        missing = args[2] if len(args) > 2 else kwargs.get("missing_keys")
+        for key in resized:  # dropped on purpose: not missing
+            if missing is not None and key in missing:
+                missing.remove(key)
 
 
 def atomic_write_bytes(path: Path, write) -> None:

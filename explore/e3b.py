@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from explore.bonus import Batch, BonusModule
+from explore.checkpoint import PerEnvState
 
 Obs = Tensor | dict[str, Tensor]
 
@@ -92,7 +93,7 @@ def first_dims(obs: Obs, n: int) -> tuple[int, ...]:
     return tuple(tensor.shape[:n])
 
 
-class E3B(BonusModule):
+class E3B(BonusModule, PerEnvState):
     """E3B: elliptical episodic bonus over inverse-dynamics features (see the module docstring).
 
     Args:
@@ -136,6 +137,7 @@ class E3B(BonusModule):
         self.register_buffer("initial_inverse", initial, persistent=False)  # derived from ridge
         self.register_buffer("cov_inverse", initial.repeat(num_envs, 1, 1))
         self.register_buffer("pending_reset", torch.zeros(num_envs, dtype=torch.bool))
+        self.per_env_buffers = ("cov_inverse", "pending_reset")
         self._last_bonus_mean = torch.zeros(())
         self._inverse_stats: Tensor | None = None  # sums since the last metrics(): (ce, correct, count)
 
@@ -153,6 +155,11 @@ class E3B(BonusModule):
         return phi.view(*dims, self.embed_dim)
 
     # --- episodic memory -----------------------------------------------------------------------
+
+    def reset_per_env_state(self) -> None:
+        """Every env starts a fresh episode (resuming with a different env count)."""
+        self.cov_inverse.copy_(self.initial_inverse.expand_as(self.cov_inverse))
+        self.pending_reset.zero_()
 
     def _clear(self, mask: Tensor) -> None:
         """C^{-1} <- I / ridge for the envs where `mask` (N,) is True (no host sync)."""

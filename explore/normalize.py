@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from explore.checkpoint import PerEnvState
+
 
 class RunningMeanStd(nn.Module):
     """Mean and variance over every sample seen, merged batch by batch (Chan et al.'s parallel update).
@@ -69,7 +71,7 @@ class RunningMeanStd(nn.Module):
         return out.clamp(-clip, clip) if clip is not None else out
 
 
-class DiscountedReturnFilter(nn.Module):
+class DiscountedReturnFilter(PerEnvState):
     """The running discounted return of a reward stream, per env and ALONG TIME.
 
     ret[t, i] = gamma * ret[t-1, i] + r[t, i]. The carry `returns` (one entry per env) persists
@@ -86,24 +88,15 @@ class DiscountedReturnFilter(nn.Module):
     def __init__(self, num_envs: int, gamma: float):
         super().__init__()
         self.gamma = gamma
+        self.per_env_buffers = ("returns",)
         self.register_buffer("returns", torch.zeros(num_envs))
 
     def reset_carry(self) -> None:
         """Start every env's running return from 0 (as at the start of training)."""
         self.returns.zero_()
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        saved = state_dict.get(prefix + "returns")
-        if saved is not None and saved.shape != self.returns.shape:
-            state_dict = {k: v for k, v in state_dict.items() if k != prefix + "returns"}
-            self.reset_carry()
-            # the key is absent from the filtered dict: do not report it as missing
-            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-            missing = args[2] if len(args) > 2 else kwargs.get("missing_keys")
-            if missing is not None and prefix + "returns" in missing:
-                missing.remove(prefix + "returns")
-            return
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+    def reset_per_env_state(self) -> None:
+        self.reset_carry()
 
     @torch.no_grad()
     def forward(self, rewards: Tensor, valid: Tensor | None = None) -> Tensor:

@@ -452,3 +452,21 @@ def test_float64_keeps_a_long_repeated_state_strictly_falling_and_float32_stays_
     assert (r64[1:] < r64[:-1]).all()
     assert_close(r64, exact, rtol=1e-5, atol=0)
     assert ((r32 - exact).abs() / a).max() < 1e-4  # small against the first-visit bonus
+
+
+def test_resume_with_another_env_count_keeps_the_encoder_and_restarts_episodic_memory():
+    saved = make_e3b(num_envs=2, embed_dim=4)
+    saved.bonus(rollout(random_phi(5, 2, 4)))  # C^-1 rows now differ from I / ridge
+    with torch.no_grad():
+        for p in saved.parameters():
+            p.add_(0.5)
+    resumed = make_e3b(num_envs=3, embed_dim=4)
+    result = resumed.load_state_dict(saved.state_dict())
+    assert not result.missing_keys and not result.unexpected_keys
+    for (name, p), (_, q) in zip(saved.named_parameters(), resumed.named_parameters(), strict=True):
+        assert_close(p, q, msg=name)
+    assert resumed.cov_inverse.shape == (3, 4, 4)
+    assert_close(resumed.cov_inverse, torch.eye(4, dtype=torch.float64).expand(3, 4, 4) / RIDGE)
+    same = make_e3b(num_envs=2, embed_dim=4)
+    same.load_state_dict(saved.state_dict())  # same env count: the memory itself is restored
+    assert_close(same.cov_inverse, saved.cov_inverse)
