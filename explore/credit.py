@@ -313,3 +313,69 @@ def forking_token_mask(entropies: Tensor, mask: Tensor, top_fraction: float = 0.
     top = torch.topk(scores.flatten(), count).indices
     selected.view(-1)[top] = True
     return selected & mask
+
+
+def _log_choose(n: Tensor, k: Tensor) -> Tensor:
+    return torch.lgamma(n + 1) - torch.lgamma(k + 1) - torch.lgamma(n - k + 1)
+
+
+def fisher_exact_pvalues(a: Tensor, b: Tensor, c: Tensor, d: Tensor) -> Tensor:
+    """Two-sided Fisher exact test of 2x2 tables [[a, b], [c, d]], batched over any shape.
+
+    The p-value sums the hypergeometric probabilities (margins fixed) of every table no more
+    likely than the observed one, as scipy.stats.fisher_exact does.
+    """
+    a, b, c, d = (x.to(torch.float64) for x in (a, b, c, d))
+    total, row, col = a + b + c + d, a + b, a + c
+    x = torch.arange(int(total.max()) + 1 if total.numel() else 1, dtype=torch.float64, device=a.device)
+    x = x.view(-1, *([1] * a.dim()))
+    low, high = torch.clamp(row + col - total, min=0), torch.minimum(row, col)
+    feasible = (x >= low) & (x <= high)
+    safe = torch.where(feasible, x, low)
+    log_p = _log_choose(col, safe) + _log_choose(total - col, row - safe) - _log_choose(total, row)
+    log_observed = _log_choose(col, a) + _log_choose(total - col, row - a) - _log_choose(total, row)
+    as_extreme = feasible & (log_p <= log_observed + 1e-7)
+    return torch.where(as_extreme, log_p.exp(), 0.0).sum(0).clamp(max=1.0)
+
+
+def _entropy_bits(p: Tensor) -> Tensor:
+    q = 1.0 - p
+    return -(torch.xlogy(p, p) + torch.xlogy(q, q)) / math.log(2.0)
+
+
+def key_token_values(token_ids: Tensor, mask: Tensor, correct: Tensor) -> Tensor:
+    """KTAE's key-token values for ONE group of G rollouts, (G, L) -> (G, L), each in (-1, 1).
+
+    Per vocabulary token, a 2x2 table counts the correct and incorrect rollouts that contain it
+    (a, b) and that do not (c, d). Strength: (1 - Fisher p-value) times the information gain of
+    "contains the token" about correctness, as a fraction of the outcome's entropy (both in
+    [0, 1]). Direction: the arcsine difference asin sqrt(a / (a + c)) - asin sqrt(b / (b + d)),
+    divided by pi / 2. The value is strength * direction; the caller adds it to the GRPO advantage
+    of each token. This weighting of the paper's three statistics is ours (stated here). A group
+    that is all correct or all incorrect carries no information: zeros.
+    """
+    mask = mask.bool()
+    correct = correct.bool()
+    num_rollouts = token_ids.shape[0]
+    vocab, inverse = torch.unique(token_ids[mask], return_inverse=True)
+    contains = torch.zeros(num_rollouts, vocab.numel(), dtype=torch.bool, device=token_ids.device)
+    rows = torch.arange(num_rollouts, device=token_ids.device).unsqueeze(1).expand_as(token_ids)[mask]
+    contains[rows, inverse] = True
+    a = (contains & correct.unsqueeze(1)).sum(0).double()
+    b = (contains & ~correct.unsqueeze(1)).sum(0).double()
+    num_correct = correct.sum().double()
+    c, d = num_correct - a, (num_rollouts - num_correct) - b
+    outcome_entropy = _entropy_bits(num_correct / num_rollouts)
+    if float(outcome_entropy) == 0.0:
+        return torch.zeros(token_ids.shape, dtype=torch.float64, device=token_ids.device)
+    with_token, without_token = a + b, c + d
+    conditional = (
+        with_token * _entropy_bits(a / with_token.clamp(min=1))
+        + without_token * _entropy_bits(c / without_token.clamp(min=1))
+    ) / num_rollouts
+    information = ((outcome_entropy - conditional) / outcome_entropy).clamp(0.0, 1.0)
+    strength = (1.0 - fisher_exact_pvalues(a, b, c, d)) * information
+    direction = (torch.asin(torch.sqrt(a / (a + c))) - torch.asin(torch.sqrt(b / (b + d)))) / (math.pi / 2)
+    values = torch.zeros(token_ids.shape, dtype=torch.float64, device=token_ids.device)
+    values[mask] = (strength * direction)[inverse]
+    return values

@@ -14,8 +14,10 @@ from torch.testing import assert_close
 
 from explore.credit import (
     action_advantages,
+    fisher_exact_pvalues,
     forking_token_mask,
     group_advantages,
+    key_token_values,
     pack_tokens,
     prefix_tree_advantages,
     token_advantages,
@@ -255,3 +257,28 @@ def test_forking_token_mask_selects_exactly_the_top_fraction():
     assert forking_token_mask(entropies, mask, 1.0).equal(mask)
     with pytest.raises(ValueError, match="top_fraction"):
         forking_token_mask(entropies, mask, 0.0)
+
+
+def test_fisher_exact_pvalues_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    generator = torch.Generator().manual_seed(1)
+    tables = torch.randint(0, 9, (40, 4), generator=generator)
+    ours = fisher_exact_pvalues(*tables.unbind(1))
+    for table, p in zip(tables.tolist(), ours.tolist(), strict=True):
+        expected = stats.fisher_exact([[table[0], table[1]], [table[2], table[3]]]).pvalue
+        assert p == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_key_token_values_direction_strength_and_hand_value():
+    # token 7 appears in every correct rollout and no incorrect one; token 1 appears everywhere
+    token_ids = torch.tensor([[1, 7, 2], [1, 7, 3], [1, 7, 0], [1, 4, 0], [1, 5, 0], [1, 6, 0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0]], dtype=torch.bool)
+    correct = torch.tensor([True, True, True, False, False, False])
+    values = key_token_values(token_ids, mask, correct)
+    # token 7: a=3, b=0, c=0, d=3; Fisher p = 2 / C(6, 3) = 0.1; information gain = 1 bit of 1
+    assert values[0, 1] == pytest.approx((1 - 0.1) * 1.0 * 1.0)
+    assert values[0, 0] == 0.0  # token 1 is in every rollout: no information, no direction
+    assert values[3, 1] < 0  # token 4 appears only in an incorrect rollout
+    assert (values[~mask] == 0).all()
+    assert (values.abs() < 1).all()
+    assert not key_token_values(token_ids, mask, torch.ones(6, dtype=torch.bool)).any()
