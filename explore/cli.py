@@ -13,6 +13,7 @@ commands:
   train       train PPO with an intrinsic bonus (`explore train --help` lists every flag)
   list-envs   list every registered environment id
   bandits     every bandit baseline on a suite: Markdown table, CSV, regret plots
+  go-explore  Go-Explore's exploration phase on Atari (`explore go-explore --help`)
 
 examples:
   explore train --preset quick                      # a few minutes of PPO+RND on a CPU
@@ -79,7 +80,18 @@ def bandits_main(argv: Sequence[str]) -> None:
     run_bandits(argv)
 
 
-COMMANDS = {"train": train_main, "list-envs": list_envs_main, "bandits": bandits_main}
+def go_explore_main(argv: Sequence[str]) -> None:
+    from explore.archive.go_explore import main as run_go_explore
+
+    run_go_explore(argv)
+
+
+COMMANDS = {
+    "train": train_main,
+    "list-envs": list_envs_main,
+    "bandits": bandits_main,
+    "go-explore": go_explore_main,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

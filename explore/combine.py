@@ -43,6 +43,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
+from explore.archive.bonus import ArchiveBonus
 from explore.bonus import Batch, BonusModule, masked_mean
 from explore.counts import EpisodicCount, GlobalCount
 from explore.errors import ConfigError, close_matches
@@ -542,3 +543,4 @@ register_bonus("count", _build_count, "global")
 register_bonus("count_e", _build_count_e, "episodic")
 register_bonus("count_e1", _build_count_e1, "episodic")
 register_bonus("e3b", _build_e3b, "episodic", self_normalized=False)
+register_bonus("archive", ArchiveBonus.from_context, "global")  # Go-Explore cells: 1 on a first visit

@@ -184,7 +184,7 @@ def test_terms_remember_positions_and_print_back():
         ("+rnd", ["position 0", "expected a coefficient or a bonus name", "found '+'"]),
         ("rnd+", ["position 4", "found the end of the expression"]),
         ("-0.5*rnd", ["position 0", "negative coefficients are not supported", "must be >= 0"]),
-        ("rdn", ["unknown bonus 'rdn'", "did you mean: rnd", "registered: count, count_e"]),
+        ("rdn", ["unknown bonus 'rdn'", "did you mean: rnd", "registered: archive, count, count_e"]),
         ("e3b*(rnd)", ["position 4", "found '('", "parentheses are not supported"]),
         ("", ["empty bonus expression", "'rnd', 'e3b*rnd'"]),
         ("   ", ["empty bonus expression"]),
