@@ -536,7 +536,7 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
                 bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=env_seed + g)
 
     writer = (
-        SummaryWriter(str(run_dir), purge_step=global_step if resumed else None)
+        SummaryWriter(str(run_dir), purge_step=global_step if resumed else None, flush_secs=20)
         if dist.is_main
         else _NoWriter()
     )
