@@ -1,0 +1,861 @@
+"""Token-level PPO for language-model agents in text games (POAD, NTPO, action-level PPO, GRPO, TEMPO).
+
+Read it top to bottom: config, validation, then `train`, which builds the policy (a local causal LM, or a
+tiny GPT-2-style model built from game text), optionally clones the gold paths, then alternates
+rollouts and PPO updates. A rollout is `num_turns` turns of `num_envs` text games; turn t of env n
+generates an action of up to `max_new_tokens` tokens, stored in (T, N, A) tensors on the device
+(token ids, log-probabilities, values, entropies and the mask of generated tokens) next to the
+left-padded prompts (T, N, P). Credit (`--credit`):
+
+- `poad`: POAD's Bellman backup with action decomposition (explore.credit.token_advantages, mode "bad"):
+  discount 1 and trace lambda between the tokens of an action, reward and gamma at its last token;
+  per-token ratio clipping, value loss on token returns.
+- `ntpo`: naive token-level PPO, gamma and gamma * lambda between every token (mode "ntpo").
+- `action`: TWOSOME-style: the action's log-probability is the mean of its token log-probabilities
+  (token normalization), one value per action (at the prompt's last position), GAE over turns
+  (explore.credit.action_advantages), ratio clipping per action.
+- `grpo`: critic-free; groups of `group_size` envs play the same game seed, each env's first episode
+  of the rollout is scored by its return, normalized within the group (explore.credit.group_advantages)
+  and broadcast to every action token of the episode.
+- `tempo`: GRPO plus TEMPO's prefix-tree term over each episode's concatenated action tokens
+  (explore.credit.prefix_tree_advantages): it is non-zero where episodes of a group branch.
+
+`--forking-mask` keeps the policy-gradient term only on the 20 % highest-entropy action tokens of the
+rollout (Wang et al. 2025). Autoreset is SAME_STEP (envs.text): when an episode ends on a turn, the
+observation returned is already the next episode's; truncated turns bootstrap from the value of the
+true final observation's prompt (which lists no commands: the final state's admissible commands are
+not reported), terminated ones do not.
+
+Host synchronization: text generation must decode the tokens to send them to the games, which is one
+device-to-host transfer per turn (plus, every `stop_check_every` tokens, a check that every action has
+ended); rewards and dones go to the device once per turn; episode statistics are read once per update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from agents.llm.policy import TextPolicy, left_pad, load_policy
+from explore.checkpoint import load_checkpoint, load_config, save_checkpoint, save_config
+from explore.credit import (
+    action_advantages,
+    forking_token_mask,
+    group_advantages,
+    pack_tokens,
+    prefix_tree_advantages,
+    token_advantages,
+    unpack_tokens,
+)
+from explore.errors import ConfigError, UnknownEnvError
+
+CREDITS = ("action", "ntpo", "poad", "grpo", "tempo")
+EPISODIC_CREDITS = ("grpo", "tempo")  # critic-free: whole episodes, groups of envs on one game seed
+BASE_MODEL_DIR = "base_model"  # where a tiny model built on the fly is saved inside the run directory
+
+
+@dataclass
+class Config:
+    """Token-level PPO for a language-model agent on a text game (default: POAD on a small coin collector)."""
+
+    # --- experiment ---
+    env_id: str = "TWX-CoinCollector-v0"
+    """text game id (envs.text): TWX-CoinCollector-v0, TextWorld-v0, BabyAI-Text-GoTo-v0, ..."""
+    env_kwargs: str = "numLocations=2,includeDoors=0,numDistractorItems=0"
+    """game parameters as 'key=value,key=value' (ints, floats and true/false are converted), passed to
+    envs.text.make_text_vec_env; TextWorldExpress takes its gameParams names (numLocations, includeDoors)"""
+    max_episode_steps: int = 20
+    """episode cut in turns (truncation bootstraps)"""
+    num_workers: int = 0
+    """processes that run the games (0: in this process, fine for TextWorldExpress's ~1 ms steps)"""
+    seed: int = 1
+    """seed of torch, numpy, python and the games"""
+    total_timesteps: int = 20_000
+    """total environment steps (turns over all envs)"""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"""
+    run_dir: str | None = None
+    """where TensorBoard logs, config.json and checkpoint.pt go (None: runs/<env>__<credit>__<seed>__<t>)"""
+    resume: str | None = None
+    """a run directory to resume from its last checkpoint, with its saved config
+    (flags given here override it)"""
+    checkpoint_interval: int = 10
+    """save a checkpoint every this many updates (and at the end)"""
+    progress: bool = True
+    """show a progress bar with SPS and the success rate"""
+    torch_threads: int = 0
+    """torch.set_num_threads (0: torch's default)"""
+
+    # --- credit ---
+    credit: str = "poad"
+    """credit assignment: poad (token-level Bellman backup with action decomposition), ntpo (naive token-level
+    PPO), action (TWOSOME-style action-level PPO, mean token log-probability), grpo (group-normalized episode
+    returns), tempo (GRPO + prefix-tree branching term)"""
+    forking_mask: bool = False
+    """train the policy only on the 20% highest-entropy action tokens of each rollout"""
+    forking_fraction: float = 0.2
+    """the fraction of tokens --forking-mask keeps"""
+    group_size: int = 4
+    """grpo/tempo: envs per group; a group plays the same game seed (must divide --num-envs)"""
+
+    # --- model ---
+    model_path: str | None = None
+    """a local directory with a causal LM (save_pretrained output: Qwen, Llama, GPT-2); none: build a tiny
+    GPT-2-style model in <run_dir>/base_model, its tokenizer trained on game text"""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """weights' dtype (bfloat16 halves memory on a GPU; log-probabilities are computed in float32)"""
+    lora_rank: int = 0
+    """LoRA adapters of this rank on every linear layer (peft); 0 trains all weights.
+    The value head always trains"""
+    tiny_layers: int = 2
+    """tiny model: transformer layers"""
+    tiny_embd: int = 64
+    """tiny model: hidden size"""
+    tiny_heads: int = 2
+    """tiny model: attention heads"""
+    tiny_vocab: int = 512
+    """tiny model: BPE vocabulary size"""
+    tiny_corpus_episodes: int = 32
+    """tiny model: gold-path episodes whose text trains the tokenizer"""
+
+    # --- prompts and generation ---
+    max_prompt_tokens: int = 192
+    """prompt budget in tokens: older history is dropped first, then the prompt is cut from the left"""
+    history_turns: int = 2
+    """previous (observation, command) turns shown in the prompt"""
+    show_commands: bool = True
+    """list the admissible commands in the prompt"""
+    constrained: bool = False
+    """constrain decoding to the admissible commands (prefix trie over token ids)"""
+    max_new_tokens: int = 12
+    """token budget of an action (terminator included)"""
+    temperature: float = 1.0
+    """sampling temperature; the policy trained is softmax(logits / temperature)"""
+    fallback_action: str = "look around"
+    """command sent when a generated action is empty (counted in charts/malformed_actions)"""
+    stop_check_every: int = 4
+    """generation stops early when every action has ended, checked every this many tokens (one host sync;
+    0: always generate max_new_tokens tokens)"""
+
+    # --- behaviour cloning warm start ---
+    bc_episodes: int = 0
+    """gold-path episodes to clone before RL (0: none)"""
+    bc_epochs: int = 3
+    """epochs over the gold (prompt, command) pairs"""
+    bc_lr: float = 1e-3
+    """behaviour cloning learning rate"""
+    bc_eval_episodes: int = 16
+    """episodes to measure the success rate after cloning (sampled at --temperature, and greedy)"""
+
+    # --- PPO ---
+    num_envs: int = 8
+    """parallel games"""
+    num_turns: int = 16
+    """turns per env per rollout (grpo/tempo: at most; the rollout ends when every env has ended
+    its episode)"""
+    learning_rate: float = 3e-4
+    """AdamW learning rate"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    anneal_lr: bool = False
+    """anneal the learning rate linearly to 0"""
+    gamma: float = 0.95
+    """discount per turn (POAD's reference default 0.95)"""
+    gae_lambda: float = 0.95
+    """GAE lambda (POAD's reference default 0.95)"""
+    num_minibatches: int = 4
+    """minibatches of turns per epoch"""
+    update_epochs: int = 2
+    """epochs over each rollout"""
+    norm_adv: bool = True
+    """normalize advantages per minibatch (action, ntpo, poad; grpo/tempo are group-normalized)"""
+    clip_coef: float = 0.2
+    """PPO ratio clipping"""
+    ent_coef: float = 0.001
+    """entropy bonus coefficient"""
+    vf_coef: float = 0.5
+    """value loss coefficient (0.5 * squared error; unused by grpo/tempo)"""
+    max_grad_norm: float = 0.5
+    """gradient norm clip"""
+    reward_scale: float = 1.0
+    """rewards are multiplied by this for learning (returns are logged unscaled)"""
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_turns
+
+
+def parse_env_kwargs(text: str) -> dict[str, Any]:
+    """'numLocations=2,includeDoors=false' -> {'numLocations': 2, 'includeDoors': False}."""
+    out: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"--env-kwargs {text!r}: {part!r} is not key=value")
+        value = value.strip()
+        parsed: Any = value
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        else:
+            for cast in (int, float):
+                try:
+                    parsed = cast(value)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip()] = parsed
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def validate(config: Config) -> None:
+    """Raise ConfigError naming the bad value and what is valid; called before any environment starts."""
+
+    def fail(name: str, value, valid: str) -> None:
+        raise ConfigError(f"--{name.replace('_', '-')} {value!r} is invalid: {valid}")
+
+    if config.credit not in CREDITS:
+        fail("credit", config.credit, f"choose one of {', '.join(CREDITS)}")
+    for name in (
+        "num_envs",
+        "num_turns",
+        "num_minibatches",
+        "update_epochs",
+        "checkpoint_interval",
+        "max_new_tokens",
+        "max_prompt_tokens",
+        "max_episode_steps",
+        "total_timesteps",
+        "bc_epochs",
+        "tiny_layers",
+        "tiny_embd",
+        "tiny_heads",
+    ):
+        if getattr(config, name) < 1:
+            fail(name, getattr(config, name), "it must be an integer >= 1")
+    for name in (
+        "num_workers",
+        "lora_rank",
+        "bc_episodes",
+        "bc_eval_episodes",
+        "history_turns",
+        "stop_check_every",
+    ):
+        if getattr(config, name) < 0:
+            fail(name, getattr(config, name), "it must be >= 0")
+    if config.max_new_tokens < 2:
+        fail(
+            "max_new_tokens",
+            config.max_new_tokens,
+            "an action needs >= 2 tokens (a command and the terminator)",
+        )
+    if config.num_minibatches > config.batch_size:
+        fail("num_minibatches", config.num_minibatches, f"at most num_envs * num_turns = {config.batch_size}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            fail(name, getattr(config, name), "it must lie in [0, 1]")
+    if not 0.0 < config.forking_fraction <= 1.0:
+        fail("forking_fraction", config.forking_fraction, "it must lie in (0, 1]")
+    for name in ("learning_rate", "clip_coef", "max_grad_norm", "temperature", "bc_lr", "reward_scale"):
+        if not getattr(config, name) > 0:
+            fail(name, getattr(config, name), "it must be > 0")
+    for name in ("ent_coef", "vf_coef", "weight_decay"):
+        if getattr(config, name) < 0:
+            fail(name, getattr(config, name), "a coefficient must be >= 0")
+    if config.tiny_embd % config.tiny_heads:
+        fail("tiny_heads", config.tiny_heads, f"it must divide --tiny-embd {config.tiny_embd}")
+    if config.tiny_vocab < 300:
+        fail("tiny_vocab", config.tiny_vocab, "it must be >= 300 (256 byte tokens, specials and merges)")
+    if config.credit in EPISODIC_CREDITS:
+        if config.group_size < 2 or config.num_envs % config.group_size:
+            fail(
+                "group_size",
+                config.group_size,
+                f"--credit {config.credit} needs groups of >= 2 envs that divide "
+                f"--num-envs {config.num_envs}",
+            )
+        if config.num_turns < config.max_episode_steps:
+            fail(
+                "num_turns",
+                config.num_turns,
+                f"--credit {config.credit} scores whole episodes: it must be >= --max-episode-steps "
+                f"{config.max_episode_steps}",
+            )
+    if config.model_path is not None:
+        from explore.llm.local import check_model_dir
+
+        check_model_dir(config.model_path)  # names the path and what is missing
+    parse_env_kwargs(config.env_kwargs)
+    resolve_device(config.device)
+    import envs.text as text_envs
+
+    if config.env_id not in text_envs.ALL_IDS:
+        raise UnknownEnvError(config.env_id, text_envs.ALL_IDS)  # lists close matches
+    if config.env_id not in text_envs.text_ids():
+        fail("env_id", config.env_id, "its game package is not installed: pip install 'explore-rl[text]'")
+
+
+def default_run_dir(config: Config) -> Path:
+    return Path("runs") / f"{config.env_id}__{config.credit}__{config.seed}__{int(time.time())}"
+
+
+def make_envs(config: Config, seed: int):
+    import envs.text as text_envs
+
+    return text_envs.make_text_vec_env(
+        config.env_id,
+        config.num_envs,
+        num_workers=config.num_workers,
+        seed=seed,
+        max_episode_steps=config.max_episode_steps,
+        **parse_env_kwargs(config.env_kwargs),
+    )
+
+
+def build_policy(config: Config, run_dir: Path, device: torch.device, envs) -> TextPolicy:
+    """The policy of `config`: a local model, or a tiny one built from gold-path text of `envs`
+    (once: it is saved in <run_dir>/base_model and reloaded on resume)."""
+    from agents.llm.bc import collect_gold
+    from agents.llm.policy import PromptRenderer
+
+    corpus = None
+    build_dir = run_dir / BASE_MODEL_DIR
+    if config.model_path is None and not (build_dir / "config.json").is_file():
+        renderer = PromptRenderer(None, config.max_prompt_tokens, config.history_turns, config.show_commands)
+        data = collect_gold(
+            envs,
+            config.tiny_corpus_episodes,
+            lambda o, c, h: renderer.text(o, c, h),
+            history_turns=config.history_turns,
+            seed=config.seed + 10_000,
+        )
+        corpus = data.texts + [r["prompt"] + r["completion"] for r in data.records]
+    policy = load_policy(
+        config.model_path,
+        device=device,
+        dtype=torch.bfloat16 if config.dtype == "bfloat16" else None,
+        build_dir=build_dir,
+        corpus=corpus,
+        tiny={
+            "vocab_size": config.tiny_vocab,
+            "n_layer": config.tiny_layers,
+            "n_embd": config.tiny_embd,
+            "n_head": config.tiny_heads,
+            "n_positions": max(256, config.max_prompt_tokens + config.max_new_tokens),
+            "seed": config.seed,
+        },
+        lora_rank=config.lora_rank,
+        max_prompt_tokens=config.max_prompt_tokens,
+        history_turns=config.history_turns,
+        show_commands=config.show_commands,
+        fallback_action=config.fallback_action,
+    )
+    limit = getattr(policy.model.config.get_text_config(), "max_position_embeddings", None)
+    if limit is not None and config.max_prompt_tokens + config.max_new_tokens > limit:
+        raise ConfigError(
+            f"--max-prompt-tokens {config.max_prompt_tokens} + --max-new-tokens {config.max_new_tokens} "
+            "exceeds "
+            f"the model's {limit} positions"
+        )
+    return policy
+
+
+# --- rollout storage ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    """One rollout of T turns x N envs, on the device."""
+
+    prompt_ids: Tensor  # (T, N, P) long, left-padded
+    prompt_mask: Tensor  # (T, N, P) bool
+    action_ids: Tensor  # (T, N, A) long
+    token_mask: Tensor  # (T, N, A) bool: generated tokens (terminator included)
+    logprobs: Tensor  # (T, N, A)
+    values: Tensor  # (T, N, A): V before each token
+    entropies: Tensor  # (T, N, A)
+    allowed: Tensor | None  # (T, N, A, K) constrained decoding's allowed tokens, -1 padded
+    rewards: Tensor  # (T, N)
+    terminated: Tensor  # (T, N) bool
+    truncated: Tensor  # (T, N) bool
+    final_values: Tensor  # (T, N): V(final observation's prompt) where truncated, else 0
+    valid: Tensor  # (T, N) bool: turns that count (grpo/tempo: each env's first episode)
+
+    @classmethod
+    def allocate(cls, T: int, N: int, P: int, A: int, pad_id: int, device: torch.device) -> Rollout:
+        z = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=device)  # noqa: E731
+        return cls(
+            prompt_ids=torch.full((T, N, P), pad_id, dtype=torch.long, device=device),
+            prompt_mask=z(T, N, P, dtype=torch.bool),
+            action_ids=torch.full((T, N, A), pad_id, dtype=torch.long, device=device),
+            token_mask=z(T, N, A, dtype=torch.bool),
+            logprobs=z(T, N, A),
+            values=z(T, N, A),
+            entropies=z(T, N, A),
+            allowed=None,
+            rewards=z(T, N),
+            terminated=z(T, N, dtype=torch.bool),
+            truncated=z(T, N, dtype=torch.bool),
+            final_values=z(T, N),
+            valid=z(T, N, dtype=torch.bool),
+        )
+
+
+# --- credit ----------------------------------------------------------------------------------------
+
+
+def compute_advantages(
+    config: Config, ro: Rollout, last_value: Tensor, episode_returns: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """(advantages, returns), both (T, N, A) token slots (action credit: broadcast over the action's tokens).
+
+    episode_returns (N,): grpo/tempo's score of each env's episode in the rollout.
+    """
+    mask = ro.token_mask
+    if config.credit in ("poad", "ntpo"):
+        return token_advantages(
+            ro.rewards,
+            ro.values,
+            mask,
+            last_value,
+            ro.terminated,
+            ro.truncated,
+            config.gamma,
+            config.gae_lambda,
+            mode="bad" if config.credit == "poad" else "ntpo",
+            final_values=ro.final_values,
+        )
+    if config.credit == "action":
+        adv, ret = action_advantages(
+            ro.rewards,
+            ro.values[..., 0],
+            last_value,
+            ro.terminated,
+            ro.truncated,
+            config.gamma,
+            config.gae_lambda,
+            final_values=ro.final_values,
+        )
+        m = mask.float()
+        return adv.unsqueeze(-1) * m, ret.unsqueeze(-1) * m
+    assert episode_returns is not None
+    T, N, A = mask.shape
+    group_ids = torch.arange(N, device=mask.device) // config.group_size
+    episode_mask = mask & ro.valid.unsqueeze(-1)
+    if config.credit == "grpo":
+        adv = group_advantages(episode_returns, group_ids)
+        return adv.view(1, N, 1).to(ro.values.dtype) * episode_mask.float(), torch.zeros_like(ro.values)
+    # tempo: each env's episode as one response, its action tokens concatenated in time order
+    packed_ids = pack_tokens(ro.action_ids, episode_mask)  # (L, N)
+    lengths = episode_mask.sum((0, 2))
+    packed_mask = torch.arange(packed_ids.shape[0], device=mask.device)[:, None] < lengths[None, :]
+    packed_adv = torch.zeros(packed_ids.shape, device=mask.device)
+    for g in range(N // config.group_size):
+        cols = slice(g * config.group_size, (g + 1) * config.group_size)
+        packed_adv[:, cols] = prefix_tree_advantages(
+            packed_ids[:, cols].T, packed_mask[:, cols].T, episode_returns[cols]
+        ).T.float()
+    return unpack_tokens(packed_adv, episode_mask), torch.zeros_like(ro.values)
+
+
+# --- the PPO update ------------------------------------------------------------------------------
+
+
+def ppo_update(
+    policy: TextPolicy,
+    optimizer: torch.optim.Optimizer,
+    ro: Rollout,
+    advantages: Tensor,
+    returns: Tensor,
+    config: Config,
+) -> dict[str, float]:
+    """`update_epochs` epochs of `num_minibatches` minibatches of turns; returns the mean losses."""
+    device = ro.action_ids.device
+    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731  (T, N, ...) -> (T * N, ...)
+    samples = ro.valid.reshape(-1).nonzero().squeeze(-1)
+    policy_mask = ro.token_mask & ro.valid.unsqueeze(-1)
+    if config.forking_mask:
+        policy_mask = forking_token_mask(ro.entropies, policy_mask, config.forking_fraction)
+    data = {
+        "prompt_ids": flat(ro.prompt_ids),
+        "prompt_mask": flat(ro.prompt_mask),
+        "action_ids": flat(ro.action_ids),
+        "token_mask": flat(ro.token_mask),
+        "policy_mask": flat(policy_mask),
+        "logprobs": flat(ro.logprobs),
+        "values": flat(ro.values),
+        "advantages": flat(advantages),
+        "returns": flat(returns),
+    }
+    if ro.allowed is not None:
+        data["allowed"] = flat(ro.allowed)
+    action_level = config.credit == "action"
+    use_critic = config.credit not in EPISODIC_CREDITS
+    mb_size = math.ceil(samples.numel() / config.num_minibatches)
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(config.update_epochs):
+        order = samples[torch.randperm(samples.numel(), device=device)]
+        for start in range(0, order.numel(), mb_size):
+            mb = {k: v[order[start : start + mb_size]] for k, v in data.items()}
+            # trim the padding columns no sample of the minibatch uses (one sync per minibatch)
+            first = int(mb["prompt_mask"].any(0).float().argmax())
+            width = int(mb["token_mask"].any(0).sum())
+            tmask = mb["token_mask"][:, :width]
+            newlogp, entropy, newvalue = policy.evaluate_actions(
+                mb["prompt_ids"][:, first:],
+                mb["prompt_mask"][:, first:],
+                mb["action_ids"][:, :width],
+                tmask,
+                allowed=mb["allowed"][:, :width] if "allowed" in mb else None,
+                temperature=config.temperature,
+            )
+            oldlogp = mb["logprobs"][:, :width]
+            adv = mb["advantages"][:, :width]
+            pmask = mb["policy_mask"][:, :width]
+            tm = tmask.float()
+            if action_level:
+                # TWOSOME's token normalization: the action's log-probability is its tokens' mean
+                pm = pmask.float()
+                n_tok = pm.sum(-1).clamp(min=1)
+                logratio = ((newlogp - oldlogp) * pm).sum(-1) / n_tok
+                a = adv[:, 0]
+                weights = (pm.sum(-1) > 0).float()
+            else:
+                logratio = newlogp - oldlogp
+                a = adv
+                weights = pmask.float()
+            if config.norm_adv and config.credit not in EPISODIC_CREDITS:
+                sel = weights > 0
+                if bool(sel.sum() > 1):
+                    a = torch.where(sel, (a - a[sel].mean()) / (a[sel].std() + 1e-8), a)
+            ratio = logratio.exp()
+            pg = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef))
+            wsum = weights.sum().clamp(min=1)
+            pg_loss = (pg * weights).sum() / wsum
+            ent_loss = (entropy * tm).sum() / tm.sum().clamp(min=1)
+            if use_critic:
+                if action_level:
+                    v_err = (newvalue[:, 0] - mb["returns"][:, 0]) ** 2
+                    v_loss = 0.5 * v_err.mean()
+                else:
+                    v_loss = (
+                        0.5
+                        * (((newvalue - mb["returns"][:, :width]) ** 2) * tm).sum()
+                        / tm.sum().clamp(min=1)
+                    )
+            else:
+                v_loss = torch.zeros((), device=device)
+            loss = pg_loss - config.ent_coef * ent_loss + config.vf_coef * v_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm
+            )
+            optimizer.step()
+            with torch.no_grad():
+                approx_kl = ((((ratio - 1) - logratio) * weights).sum() / wsum).detach()
+                clipfrac = ((((ratio - 1).abs() > config.clip_coef).float() * weights).sum() / wsum).detach()
+            stats = torch.stack([pg_loss.detach(), v_loss.detach(), ent_loss.detach(), approx_kl, clipfrac])
+            for key, value in zip(
+                ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), stats.tolist(), strict=True
+            ):
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def train(config: Config) -> dict[str, Any]:
+    """Train (or resume) a run; returns the last logged scalars plus global_step and the BC results."""
+    resumed = None
+    if config.resume is not None:
+        run_dir = Path(config.resume)
+        saved = load_config(run_dir, Config)
+        overrides = {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(Config)
+            if getattr(config, f.name) != f.default and f.name != "resume"
+        }
+        config = dataclasses.replace(saved, **overrides, resume=str(run_dir))
+        resumed = load_checkpoint(run_dir)
+    validate(config)
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    device = resolve_device(config.device)
+    run_dir = (
+        Path(config.run_dir)
+        if config.run_dir
+        else (Path(config.resume) if config.resume else default_run_dir(config))
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, dataclasses.replace(config, run_dir=str(run_dir), resume=None))
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+
+    envs = make_envs(config, config.seed)
+    try:
+        return _train(config, run_dir, device, envs, resumed)
+    finally:
+        envs.close()
+
+
+def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: dict | None) -> dict[str, Any]:
+    policy = build_policy(config, run_dir, device, envs)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=1e-5)
+    # events after the checkpoint's step are dropped (those at its step were logged before it was saved)
+    writer = SummaryWriter(str(run_dir), purge_step=resumed["global_step"] + 1 if resumed else None)
+    results: dict[str, Any] = {}
+
+    global_step, start_update = 0, 0
+    if resumed is not None:
+        missing = policy.load_state_dict(resumed["policy"], strict=False)
+        if missing.unexpected_keys:
+            raise ConfigError(
+                f"--resume {run_dir}: the checkpoint holds unknown weights {missing.unexpected_keys[:3]}"
+            )
+        optimizer.load_state_dict(resumed["optimizer"])
+        global_step, start_update = resumed["global_step"], resumed["update"]
+        torch.set_rng_state(resumed["torch_rng"])
+        np.random.set_state(resumed["numpy_rng"])
+        random.setstate(resumed["python_rng"])
+    else:
+        writer.add_text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
+        if config.bc_episodes > 0:
+            results.update(warm_start(config, policy, envs, writer))
+
+    T, N, A, P = config.num_turns, config.num_envs, config.max_new_tokens, config.max_prompt_tokens
+    ro = Rollout.allocate(T, N, P, A, policy.pad_id, device)
+    renderer = policy.renderer
+    episodic = config.credit in EPISODIC_CREDITS
+    num_groups = N // config.group_size if episodic else 0
+
+    obs, infos = envs.reset(seed=config.seed + 7919 * start_update)
+    history: list[list[tuple[str, str]]] = [[] for _ in range(N)]
+    episode_return = np.zeros(N)
+
+    progress = tqdm(
+        total=config.total_timesteps, initial=global_step, disable=not config.progress, unit="step"
+    )
+    start_time, start_step = time.time(), global_step
+    logged: dict[str, float] = {}
+    recent_success = float("nan")
+
+    def prompts_for(observations, admissible) -> list[list[int]]:
+        return [
+            renderer.ids(observations[i], admissible[i] if config.show_commands else None, history[i])
+            for i in range(N)
+        ]
+
+    update = start_update
+    while global_step < config.total_timesteps:  # grpo/tempo rollouts end early: count steps, not updates
+        if config.anneal_lr:
+            optimizer.param_groups[0]["lr"] = config.learning_rate * max(
+                0.0, 1.0 - global_step / config.total_timesteps
+            )
+        if episodic:
+            # every group of group_size envs plays one game seed, from the start, once
+            seeds = [config.seed * 1_000_003 + update * num_groups + i // config.group_size for i in range(N)]
+            obs, infos = envs.reset(seed=seeds)
+            history = [[] for _ in range(N)]
+            episode_return[:] = 0.0
+        ro.valid.fill_(not episodic)
+        ro.final_values.zero_()
+        ro.token_mask.zero_()
+        ro.rewards.zero_()
+        ro.terminated.zero_()
+        ro.truncated.zero_()
+        alive = np.ones(N, dtype=bool)  # grpo/tempo: the env's first episode is still running
+        finished: list[tuple[float, float, float]] = []  # (return, success, length) of finished episodes
+        malformed = invalid = turns = 0
+        steps_this_rollout = 0
+        for t in range(T):
+            admissible = [list(c) for c in infos["admissible_commands"]]
+            prompts = prompts_for(obs, admissible)
+            gen = policy.generate(
+                prompts,
+                max_new_tokens=A,
+                temperature=config.temperature,
+                commands=admissible if config.constrained else None,
+                stop_check_every=config.stop_check_every,
+            )
+            pid, pmask = left_pad(prompts, policy.pad_id, P)
+            ro.prompt_ids[t] = pid.to(device, non_blocking=True)
+            ro.prompt_mask[t] = pmask.to(device, non_blocking=True)
+            ro.action_ids[t] = gen.ids
+            ro.token_mask[t] = gen.mask
+            ro.logprobs[t] = gen.logprobs
+            ro.values[t] = gen.values
+            ro.entropies[t] = gen.entropies
+            if gen.allowed is not None:
+                if ro.allowed is None or ro.allowed.shape[-1] < gen.allowed.shape[-1]:
+                    grown = torch.full((T, N, A, gen.allowed.shape[-1]), -1, dtype=torch.long, device=device)
+                    if ro.allowed is not None:
+                        grown[..., : ro.allowed.shape[-1]] = ro.allowed
+                    ro.allowed = grown
+                ro.allowed[t] = -1
+                ro.allowed[t, :, :, : gen.allowed.shape[-1]] = gen.allowed
+            if episodic:
+                ro.valid[t] = torch.as_tensor(alive, device=device)
+            next_obs, rewards, terminated, truncated, infos = envs.step(gen.texts)
+            steps_this_rollout += N
+            rewards = np.asarray(rewards, dtype=np.float32)
+            terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+            ro.rewards[t] = torch.as_tensor(rewards * config.reward_scale, device=device)
+            ro.terminated[t] = torch.as_tensor(terminated, device=device)
+            ro.truncated[t] = torch.as_tensor(truncated, device=device)
+            counted = alive if episodic else np.ones(N, dtype=bool)
+            malformed += int(np.sum(np.asarray(gen.malformed) & counted))
+            invalid += int(np.sum(np.asarray(infos["invalid_action"], bool) & counted))
+            turns += int(counted.sum())
+            episode_return += rewards * counted
+            done = terminated | truncated
+            if truncated.any() and not episodic:  # bootstrap from the true final observation
+                idx = np.flatnonzero(truncated)
+                final_prompts = [
+                    renderer.ids(infos["final_obs"][i], None, history[i] + [(obs[i], gen.texts[i])])
+                    for i in idx
+                ]
+                ro.final_values[t, torch.as_tensor(idx, device=device)] = policy.prompt_values(final_prompts)
+            for i in range(N):
+                history[i].append((obs[i], gen.texts[i]))
+                if done[i]:
+                    history[i] = []
+                    if counted[i]:
+                        success, length = float(bool(infos["success"][i])), float(infos["episode_length"][i])
+                        finished.append((float(episode_return[i]), success, length))
+                    episode_return[i] = 0.0
+            obs = next_obs
+            if episodic:
+                alive &= ~done
+                if not alive.any():
+                    break
+        global_step += steps_this_rollout
+
+        # --- credit ---
+        if episodic:
+            returns_np = np.zeros(N, dtype=np.float32)
+            # each env's first episode of the rollout; its return from the rewards of its valid turns
+            returns_np[:] = (ro.rewards * ro.valid).sum(0).cpu().numpy()
+            advantages, returns = compute_advantages(
+                config, ro, torch.zeros(N, device=device), torch.as_tensor(returns_np, device=device)
+            )
+        else:
+            last_value = policy.prompt_values(
+                prompts_for(obs, [list(c) for c in infos["admissible_commands"]])
+            )
+            advantages, returns = compute_advantages(config, ro, last_value)
+
+        # --- PPO update ---
+        stats = ppo_update(policy, optimizer, ro, advantages, returns, config)
+
+        # --- logging: one read of the rollout's statistics ---
+        valid_mask = ro.token_mask & ro.valid.unsqueeze(-1)
+        tokens_per_action = float(valid_mask.sum() / ro.valid.sum().clamp(min=1))
+        if finished:
+            recent_success = float(np.mean([s for _, s, _ in finished]))
+            writer.add_scalar("charts/success_rate", recent_success, global_step)
+            for ret, _, length in finished:
+                writer.add_scalar("charts/episodic_return", ret, global_step)
+                writer.add_scalar("charts/episodic_length", length, global_step)
+        sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+        logged = {
+            "charts/SPS": sps,
+            "charts/tokens_per_action": tokens_per_action,
+            "charts/malformed_actions": malformed / max(turns, 1),
+            "charts/invalid_actions": invalid / max(turns, 1),
+            "charts/learning_rate": optimizer.param_groups[0]["lr"],
+            **{f"losses/{k}": v for k, v in stats.items()},
+        }
+        for key, value in logged.items():
+            writer.add_scalar(key, value, global_step)
+        progress.update(steps_this_rollout)
+        progress.set_postfix(SPS=sps, success=recent_success, refresh=False)
+
+        update += 1
+        if update % config.checkpoint_interval == 0 or global_step >= config.total_timesteps:
+            save_checkpoint(
+                run_dir,
+                {
+                    "policy": policy.trainable_state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "global_step": global_step,
+                    "update": update,
+                    "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": np.random.get_state(),
+                    "python_rng": random.getstate(),
+                },
+            )
+
+    progress.close()
+    writer.close()
+    results.update(logged)
+    results.update(
+        global_step=global_step, run_dir=str(run_dir), success_rate=recent_success, device=str(device)
+    )
+    return results
+
+
+def warm_start(config: Config, policy: TextPolicy, envs, writer) -> dict[str, float]:
+    """Behaviour cloning on `bc_episodes` gold paths, then the success rate sampled at --temperature and
+    greedy (logged as bc/* at step 0)."""
+    from agents.llm.bc import behaviour_clone, collect_gold, evaluate_success
+
+    data = collect_gold(
+        envs,
+        config.bc_episodes,
+        lambda o, c, h: policy.renderer.render(o, c if config.show_commands else None, h),
+        history_turns=config.history_turns,
+        seed=config.seed + 20_000,
+    )
+    bc = behaviour_clone(policy, data.records, epochs=config.bc_epochs, lr=config.bc_lr, seed=config.seed)
+    out = {
+        "bc/loss_before": bc["loss_before"],
+        "bc/loss_after": bc["loss_after"],
+        "bc/records": float(len(data.records)),
+    }
+    # the policy RL starts from (sampled at --temperature), and its greedy version
+    for suffix, temperature in (("", config.temperature), ("_greedy", 0.0)):
+        evaluation = evaluate_success(
+            policy,
+            envs,
+            config.bc_eval_episodes,
+            max_new_tokens=config.max_new_tokens,
+            temperature=temperature,
+            constrained=config.constrained,
+            seed=config.seed + 30_000,
+        )
+        out[f"bc/success_rate{suffix}"] = evaluation["success_rate"]
+        out[f"bc/episodic_return{suffix}"] = evaluation["episodic_return"]
+        out[f"bc/malformed_actions{suffix}"] = evaluation["malformed_actions"]
+    for key, value in out.items():
+        writer.add_scalar(key, value, 0)
+    return out

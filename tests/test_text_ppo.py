@@ -1,0 +1,149 @@
+"""Token-level PPO (agents/llm/ppo.py) end to end on the real TextWorldExpress coin collector, tiny model."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("textworld_express")
+
+from agents.llm.ppo import CREDITS, Config, Rollout, compute_advantages, train, validate  # noqa: E402
+from explore.checkpoint import load_checkpoint  # noqa: E402
+from explore.errors import ConfigError  # noqa: E402
+
+SMALL = dict(
+    env_kwargs="numLocations=2,includeDoors=0,numDistractorItems=0",
+    max_episode_steps=6,
+    num_envs=4,
+    num_turns=6,
+    group_size=2,
+    total_timesteps=48,  # two updates
+    num_minibatches=2,
+    update_epochs=1,
+    max_prompt_tokens=96,
+    max_new_tokens=6,
+    device="cpu",
+    progress=False,
+    torch_threads=1,
+    tiny_corpus_episodes=4,
+)
+
+
+def scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A tiny model built once from coin-collector text (the first run builds it in its run directory)."""
+    run_dir = tmp_path_factory.mktemp("build")
+    train(Config(**{**SMALL, "total_timesteps": 24}, run_dir=str(run_dir), credit="poad", seed=0))
+    return str(run_dir / "base_model")
+
+
+@pytest.mark.parametrize("credit", CREDITS)
+def test_each_credit_runs_end_to_end_and_logs(credit, base_model, tmp_path):
+    constrained = credit in ("action", "grpo", "tempo")  # free text for poad/ntpo
+    config = Config(
+        **SMALL,
+        credit=credit,
+        model_path=base_model,
+        constrained=constrained,
+        forking_mask=credit == "ntpo",
+        run_dir=str(tmp_path / credit),
+        seed=3,
+    )
+    result = train(config)
+    assert result["global_step"] >= 48
+    tags = scalars(tmp_path / credit)
+    for tag in (
+        "charts/SPS",
+        "charts/tokens_per_action",
+        "charts/malformed_actions",
+        "charts/invalid_actions",
+        "losses/policy_loss",
+        "losses/value_loss",
+        "losses/entropy",
+        "losses/approx_kl",
+        "losses/clipfrac",
+    ):
+        assert tag in tags, tag
+        assert all(v == v for _, v in tags[tag]), tag  # no NaN
+    if constrained:  # only admissible commands: never malformed
+        assert all(v == 0 for _, v in tags["charts/malformed_actions"])
+    if credit in ("grpo", "tempo"):  # every rollout finishes one episode per env
+        assert "charts/success_rate" in tags and "charts/episodic_return" in tags
+    assert (tmp_path / credit / "checkpoint.pt").is_file()
+
+
+def test_checkpoint_resume_continues(base_model, tmp_path):
+    run = tmp_path / "run"
+    config = Config(
+        **SMALL, credit="poad", model_path=base_model, run_dir=str(run), checkpoint_interval=1, seed=5
+    )
+    train(config)
+    first = load_checkpoint(run)
+    assert first["global_step"] == 48 and first["update"] == 2
+    resumed = train(Config(resume=str(run), total_timesteps=72, progress=False))
+    assert resumed["global_step"] == 72
+    second = load_checkpoint(run)
+    assert second["update"] == 3
+    changed = [k for k in first["policy"] if not torch.equal(first["policy"][k], second["policy"][k])]
+    assert changed  # training went on from the saved weights
+    steps = sorted({s for s, _ in scalars(run)["charts/SPS"]})
+    assert steps == [24, 48, 72]
+
+
+def test_behaviour_cloning_warm_start_is_reported(base_model, tmp_path):
+    config = Config(
+        **{**SMALL, "total_timesteps": 24},
+        credit="action",
+        constrained=True,
+        model_path=base_model,
+        run_dir=str(tmp_path / "bc"),
+        bc_episodes=8,
+        bc_epochs=2,
+        bc_eval_episodes=4,
+    )
+    result = train(config)
+    assert result["bc/loss_after"] < result["bc/loss_before"]
+    assert 0.0 <= result["bc/success_rate"] <= 1.0
+    assert "bc/success_rate" in scalars(tmp_path / "bc")
+
+
+def test_config_errors_name_the_value():
+    with pytest.raises(ConfigError, match="--credit 'gae'.*poad"):
+        validate(Config(credit="gae"))
+    with pytest.raises(ConfigError, match="--group-size"):
+        validate(Config(credit="grpo", num_envs=6, group_size=4))
+    with pytest.raises(ConfigError, match="TWX-CoinCollector-v0"):
+        validate(Config(env_id="TWX-CoinColector-v0"))
+    with pytest.raises(ConfigError, match="nowhere"):
+        validate(Config(model_path="/nowhere/model"))
+    with pytest.raises(ConfigError, match="--env-kwargs"):
+        validate(Config(env_kwargs="numLocations"))
+
+
+def test_grpo_and_tempo_advantages_follow_the_groups():
+    T, N, A = 3, 4, 2
+    ro = Rollout.allocate(T, N, 1, A, 0, torch.device("cpu"))
+    ro.token_mask[:, :, 0] = True
+    ro.valid[:] = True
+    ro.valid[2, 0] = False  # env 0's episode ended after two turns
+    ro.action_ids[:, :, 0] = torch.tensor([[1, 1, 2, 2], [3, 4, 5, 5], [6, 6, 7, 7]])
+    returns = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    config = dataclasses.replace(Config(), credit="grpo", num_envs=N, group_size=2)
+    adv, _ = compute_advantages(config, ro, torch.zeros(N), returns)
+    assert adv[0, 0, 0] > 0 > adv[0, 1, 0] and adv[0, 2, 0] == 0 == adv[0, 3, 0]
+    assert adv[2, 0, 0] == 0 and adv[:, :, 1].abs().sum() == 0  # outside the episode / padding
+    config = dataclasses.replace(config, credit="tempo")
+    adv_t, _ = compute_advantages(config, ro, torch.zeros(N), returns)
+    # the shared first token of group 0 gets only the group term; the branching token gets more
+    assert adv_t[1, 0, 0] > adv_t[0, 0, 0] > 0
