@@ -16,6 +16,7 @@ A randomly initialized tiny model rarely emits the terminator, so its free-text 
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -60,18 +61,20 @@ class Args:
     """torch threads on cpu (0: torch's default)"""
     seed: int = 0
     """seed"""
+    states_file: str | None = None
+    """read the prompts' game states (and the tiny model's corpus) from this JSON instead of playing
+    TextWorldExpress, e.g. on a machine without Java; written by --save-states"""
+    save_states: str | None = None
+    """write the collected game states and corpus to this JSON"""
 
 
-def main(args: Args) -> list[dict]:
+def collect_states(args: Args, n_prompts: int) -> tuple[list, list[str]]:
+    """Game states along coin-collector gold paths, and the text a tiny model's tokenizer is trained on."""
     from agents.llm.bc import collect_gold
-    from agents.llm.policy import PromptRenderer, load_policy
+    from agents.llm.policy import PromptRenderer
     from agents.llm.ppo import parse_env_kwargs
     from envs.text import make_text_vec_env
 
-    if args.threads > 0 and args.device == "cpu":
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    n_prompts = max(args.batch_sizes)
     envs = make_text_vec_env(
         "TWX-CoinCollector-v0", 8, num_workers=0, seed=args.seed, **parse_env_kwargs(args.env_kwargs)
     )
@@ -94,13 +97,35 @@ def main(args: Args) -> list[dict]:
             obs = next_obs
     finally:
         envs.close()
+    return states, data.texts + [r["prompt"] + r["completion"] for r in data.records]
+
+
+def main(args: Args) -> list[dict]:
+    from agents.llm.policy import load_policy
+
+    if args.threads > 0 and args.device == "cpu":
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    n_prompts = max(args.batch_sizes)
+    if args.states_file:
+        saved = json.loads(Path(args.states_file).read_text())
+        states = [(o, c, [tuple(turn) for turn in h]) for o, c, h in saved["states"]]
+        corpus = saved["corpus"]
+        if len(states) < n_prompts:
+            raise SystemExit(
+                f"{args.states_file} holds {len(states)} states; --batch-sizes needs {n_prompts}"
+            )
+    else:
+        states, corpus = collect_states(args, n_prompts)
+    if args.save_states:
+        Path(args.save_states).write_text(json.dumps({"states": states, "corpus": corpus}))
     with tempfile.TemporaryDirectory() as tmp:
         policy = load_policy(
             args.model_path,
             device=args.device,
             dtype=torch.bfloat16 if args.dtype == "bfloat16" else None,
             build_dir=tmp,
-            corpus=data.texts + [r["prompt"] + r["completion"] for r in data.records],
+            corpus=corpus,
             tiny={"n_layer": args.tiny_layers, "n_embd": args.tiny_embd, "n_positions": 512},
             max_prompt_tokens=args.max_prompt_tokens,
         )

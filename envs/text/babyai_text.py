@@ -335,4 +335,6 @@ class BabyAITextVecEnv(TextVecEnvBase):
         return self._batch.collate(rows, reset=False)
 
     def close_extras(self, **kwargs: Any) -> None:
-        self._pool.close()
+        pool = getattr(self, "_pool", None)  # absent when the constructor failed
+        if pool is not None:
+            pool.close()
