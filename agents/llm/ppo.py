@@ -72,9 +72,11 @@ class Config:
     # --- experiment ---
     env_id: str = "TWX-CoinCollector-v0"
     """text game id (envs.text): TWX-CoinCollector-v0, TextWorld-v0, BabyAI-Text-GoTo-v0, ..."""
-    env_kwargs: str = "numLocations=2,includeDoors=0,numDistractorItems=0"
+    env_kwargs: str | None = None
     """game parameters as 'key=value,key=value' (ints, floats and true/false are converted), passed to
-    envs.text.make_text_vec_env; TextWorldExpress takes its gameParams names (numLocations, includeDoors)"""
+    envs.text.make_text_vec_env; TextWorldExpress takes its gameParams names (numLocations, includeDoors).
+    Default: the game's own, except the coin collector's small game (numLocations=2,includeDoors=0,
+    numDistractorItems=0)"""
     max_episode_steps: int = 20
     """episode cut in turns (truncation bootstraps)"""
     num_workers: int = 0
@@ -196,6 +198,16 @@ class Config:
         return self.num_envs * self.num_turns
 
 
+SMALL_COIN_COLLECTOR = "numLocations=2,includeDoors=0,numDistractorItems=0"
+
+
+def env_kwargs_of(config: Config) -> dict[str, Any]:
+    """The game parameters of a run: --env-kwargs, or the default described in Config.env_kwargs."""
+    if config.env_kwargs is not None:
+        return parse_env_kwargs(config.env_kwargs)
+    return parse_env_kwargs(SMALL_COIN_COLLECTOR) if config.env_id == "TWX-CoinCollector-v0" else {}
+
+
 def parse_env_kwargs(text: str) -> dict[str, Any]:
     """'numLocations=2,includeDoors=false' -> {'numLocations': 2, 'includeDoors': False}."""
     out: dict[str, Any] = {}
@@ -309,7 +321,7 @@ def validate(config: Config) -> None:
         from explore.llm.local import check_model_dir
 
         check_model_dir(config.model_path)  # names the path and what is missing
-    parse_env_kwargs(config.env_kwargs)
+    env_kwargs_of(config)
     resolve_device(config.device)
     import envs.text as text_envs
 
@@ -326,14 +338,18 @@ def default_run_dir(config: Config) -> Path:
 def make_envs(config: Config, seed: int):
     import envs.text as text_envs
 
-    return text_envs.make_text_vec_env(
-        config.env_id,
-        config.num_envs,
-        num_workers=config.num_workers,
-        seed=seed,
-        max_episode_steps=config.max_episode_steps,
-        **parse_env_kwargs(config.env_kwargs),
-    )
+    kwargs = env_kwargs_of(config)
+    try:
+        return text_envs.make_text_vec_env(
+            config.env_id,
+            config.num_envs,
+            num_workers=config.num_workers,
+            seed=seed,
+            max_episode_steps=config.max_episode_steps,
+            **kwargs,
+        )
+    except TypeError as exc:  # a parameter the game does not take
+        raise ConfigError(f"--env-kwargs {sorted(kwargs)} do not fit {config.env_id}: {exc}") from exc
 
 
 def build_policy(config: Config, run_dir: Path, device: torch.device, envs) -> TextPolicy:
