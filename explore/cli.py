@@ -1,4 +1,4 @@
-"""The `explore` command: train, list-envs."""
+"""The `explore` command: train, list-envs, bandits, go-explore, text."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ commands:
   list-envs   list every registered environment id
   bandits     every bandit baseline on a suite: Markdown table, CSV, regret plots
   go-explore  Go-Explore's exploration phase on Atari (`explore go-explore --help`)
+  text        train a language-model agent on a text game with token-level credit (POAD, ...)
 
 examples:
   explore train --preset quick                      # a few minutes of PPO+RND on a CPU
   explore train --env-id MontezumaRevenge-v5 --num-envs 128 --device cuda
   explore train --resume runs/<name>                # continue from the last checkpoint
+  explore text --credit poad --env-id TWX-CoinCollector-v0   # tiny LM built on the fly, cpu
 """
 
 
@@ -86,11 +88,18 @@ def go_explore_main(argv: Sequence[str]) -> None:
     run_go_explore(argv)
 
 
+def text_main(argv: Sequence[str]) -> None:
+    from agents.llm.ppo import main as run_text
+
+    run_text(list(argv), prog="explore text")
+
+
 COMMANDS = {
     "train": train_main,
     "list-envs": list_envs_main,
     "bandits": bandits_main,
     "go-explore": go_explore_main,
+    "text": text_main,
 }
 
 

@@ -18,19 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-import tyro  # noqa: E402
-
-from agents.llm.ppo import Config, train  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> dict:
-    config = tyro.cli(Config, args=argv, prog="runs/text_poad.py")
-    result = train(config)
-    keys = ("global_step", "success_rate", "charts/SPS", "bc/success_rate", "bc/success_rate_greedy")
-    keys += ("run_dir",)
-    print("  ".join(f"{k}={result[k]}" for k in keys if k in result), flush=True)
-    return result
-
+from agents.llm.ppo import main  # noqa: E402
 
 if __name__ == "__main__":
     main(sys.argv[1:])

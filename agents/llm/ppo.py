@@ -875,3 +875,21 @@ def warm_start(config: Config, policy: TextPolicy, envs, writer) -> dict[str, fl
     for key, value in out.items():
         writer.add_scalar(key, value, 0)
     return out
+
+
+def main(argv: list[str] | None = None, prog: str = "runs/text_poad.py") -> dict:
+    """The command line of `explore text` and runs/text_poad.py: flags -> Config -> train."""
+    import tyro
+
+    config = tyro.cli(Config, args=argv, prog=prog)
+    result = train(config)
+    keys = (
+        "global_step",
+        "success_rate",
+        "charts/SPS",
+        "bc/success_rate",
+        "bc/success_rate_greedy",
+        "run_dir",
+    )
+    print("  ".join(f"{k}={result[k]}" for k in keys if k in result), flush=True)
+    return result
