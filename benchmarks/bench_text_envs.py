@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from envs.core import available_cpus  # noqa: E402
 from envs.text import make_text_vec_env  # noqa: E402
-from envs.text.workers import available_cpus  # noqa: E402
 
 
 def worker_counts(max_workers: int) -> list[int]:

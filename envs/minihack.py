@@ -50,7 +50,6 @@ import copy
 import enum
 import importlib.util
 import logging
-import multiprocessing as mp
 import os
 import random
 import re
@@ -73,7 +72,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult, VecEnv
+from envs.core import StepResult, VecEnv, available_cpus, worker_context
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)
@@ -600,14 +599,14 @@ class MiniHackVecEnv(VecEnv):
         _check_installed()
         self.num_envs = int(num_envs)
         self.seed = int(seed)
-        self.num_workers = min(self.num_envs, int(num_workers or _available_cpus()))
+        self.num_workers = min(self.num_envs, int(num_workers or available_cpus()))
         self.batch_size = int(batch_size or self.num_envs)
         if not 1 <= self.batch_size <= self.num_envs:
             raise ValueError(f"batch_size must be in [1, num_envs={self.num_envs}], got {batch_size}")
         self.timeout, self.startup_timeout = float(timeout), float(startup_timeout)
         self.max_restarts = int(max_restarts)
         self.observation_keys = tuple(observation_keys)
-        self._ctx = _context(start_method)
+        self._ctx = worker_context(start_method, preload=("envs.minihack", "minihack"))
         self._scratch = tempfile.mkdtemp(prefix="explore-minihack-")
         self._config = _WorkerConfig(
             self.env_id, self.observation_keys, max_episode_steps, dict(env_kwargs), self._scratch
@@ -1017,32 +1016,6 @@ class MiniHackVecEnv(VecEnv):
         if getattr(self, "_scratch", None):
             shutil.rmtree(self._scratch, ignore_errors=True)
         self.closed = True
-
-
-def _context(start_method: str | None) -> Any:
-    """The multiprocessing context: forkserver (preloading NLE) where available, else spawn."""
-    if start_method is None:
-        start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    if start_method not in ("forkserver", "spawn"):
-        raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        # Import NLE once in the server instead of in every worker (about 2 s each). The list is
-        # global to the process; only its first use counts, so extend rather than replace it.
-        from multiprocessing import forkserver
-
-        current = list(getattr(forkserver._forkserver, "_preload_modules", ["__main__"]))
-        wanted = [m for m in ("envs.minihack", "minihack") if m not in current]
-        if wanted:
-            ctx.set_forkserver_preload(current + wanted)
-    return ctx
-
-
-def _available_cpus() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _exit_reason(process: BaseProcess) -> str:

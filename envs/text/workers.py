@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing as mp
-import os
 import signal
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -34,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from envs.core import available_cpus, worker_context
 from envs.text.vector import AutoresetEnv, TextStepResult, TextVecEnvBase
 
 logger = logging.getLogger(__name__)
@@ -88,27 +87,6 @@ def _send_error(conn: Connection, exc: BaseException) -> None:
     except Exception:  # noqa: BLE001 - the exception itself may not pickle
         with contextlib.suppress(OSError):
             conn.send(("error", None, text))
-
-
-def _context(start_method: str | None) -> Any:
-    if start_method is None:
-        start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    if start_method not in ("forkserver", "spawn"):
-        raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        from multiprocessing import forkserver
-
-        current = list(getattr(forkserver._forkserver, "_preload_modules", ["__main__"]))
-        if __name__ not in current:
-            ctx.set_forkserver_preload(current + [__name__])
-    return ctx
-
-
-def available_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 class _Worker:
@@ -169,7 +147,7 @@ class TextVecEnv(TextVecEnvBase):
                 raise
             return
         self.num_workers = min(self.num_workers, num_envs)
-        self._ctx = _context(start_method)
+        self._ctx = worker_context(start_method, preload=(__name__,))
         blocks = np.array_split(np.arange(num_envs), self.num_workers)
         self._workers = [_Worker(w, [int(i) for i in block]) for w, block in enumerate(blocks)]
         try:
