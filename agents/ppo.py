@@ -364,7 +364,7 @@ def ppo_update(
       minibatch's valid samples (exact when the bonus averages over the valid samples, e.g. RND
       with update_proportion 1; otherwise its subsample mean is weighted by the same share).
     """
-    policy = policy or agent
+    policy = policy if policy is not None else agent  # a compiled module has no truth value
     multi_rank = dist is not None and dist.active
     device = flat["actions"].device
     use_amp = config.amp and device.type == "cuda"
