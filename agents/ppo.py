@@ -269,6 +269,10 @@ def validate(config: Config) -> None:
     env_registry.find_suite(config.env_id)  # unknown id (with close matches) or a missing extra
 
 
+# bonus metrics that are exploration measures in their own right: logged again as exploration/<name>
+EXPLORATION_METRICS = {"cells": "cells", "distinct_states": "unique_states"}
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -745,7 +749,11 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
         }
         if bonus is not None:
             logged[f"losses/{bonus.name}_loss"] = stats["bonus_loss"]
-            logged.update({f"{bonus.name}/{k}": v for k, v in bonus.metrics().items()})
+            for key, value in bonus.metrics().items():
+                logged[f"{bonus.name}/{key}"] = value
+                short = key.rsplit("/", 1)[-1]
+                if short in EXPLORATION_METRICS:  # also under the exploration/ names DESIGN.md lists
+                    logged[f"exploration/{EXPLORATION_METRICS[short]}"] = value
             parts = (
                 bonus.parts() if hasattr(bonus, "parts") else {bonus.kind: logged["charts/intrinsic_reward"]}
             )
