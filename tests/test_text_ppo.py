@@ -50,7 +50,7 @@ def base_model(tmp_path_factory):
 
 @pytest.mark.parametrize("credit", CREDITS)
 def test_each_credit_runs_end_to_end_and_logs(credit, base_model, tmp_path):
-    constrained = credit in ("action", "grpo", "tempo")  # free text for poad/ntpo
+    constrained = credit in ("action", "grpo", "tempo", "ktae")  # free text for poad/ntpo
     config = Config(
         **SMALL,
         credit=credit,
@@ -78,7 +78,7 @@ def test_each_credit_runs_end_to_end_and_logs(credit, base_model, tmp_path):
         assert all(v == v for _, v in tags[tag]), tag  # no NaN
     if constrained:  # only admissible commands: never malformed
         assert all(v == 0 for _, v in tags["charts/malformed_actions"])
-    if credit in ("grpo", "tempo"):  # every rollout finishes one episode per env
+    if credit in ("grpo", "tempo", "ktae"):  # every rollout finishes one episode per env
         assert "charts/success_rate" in tags and "charts/episodic_return" in tags
     assert (tmp_path / credit / "checkpoint.pt").is_file()
 
@@ -147,3 +147,8 @@ def test_grpo_and_tempo_advantages_follow_the_groups():
     adv_t, _ = compute_advantages(config, ro, torch.zeros(N), returns)
     # the shared first token of group 0 gets only the group term; the branching token gets more
     assert adv_t[1, 0, 0] > adv_t[0, 0, 0] > 0
+    # KTAE adds key-token values to GRPO; with two rollouts per group Fisher's test cannot reject
+    # (p = 1), so the values vanish and KTAE equals GRPO
+    config = dataclasses.replace(config, credit="ktae")
+    adv_k, _ = compute_advantages(config, ro, torch.zeros(N), returns)
+    assert torch.equal(adv_k, adv)

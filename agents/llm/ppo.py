@@ -53,6 +53,7 @@ from explore.credit import (
     action_advantages,
     forking_token_mask,
     group_advantages,
+    key_token_values,
     pack_tokens,
     prefix_tree_advantages,
     token_advantages,
@@ -60,8 +61,8 @@ from explore.credit import (
 )
 from explore.errors import ConfigError, UnknownEnvError
 
-CREDITS = ("action", "ntpo", "poad", "grpo", "tempo")
-EPISODIC_CREDITS = ("grpo", "tempo")  # critic-free: whole episodes, groups of envs on one game seed
+CREDITS = ("action", "ntpo", "poad", "grpo", "tempo", "ktae")
+EPISODIC_CREDITS = ("grpo", "tempo", "ktae")  # critic-free: whole episodes, groups of envs on one game seed
 BASE_MODEL_DIR = "base_model"  # where a tiny model built on the fly is saved inside the run directory
 
 
@@ -103,7 +104,8 @@ class Config:
     credit: str = "poad"
     """credit assignment: poad (token-level Bellman backup with action decomposition), ntpo (naive token-level
     PPO), action (TWOSOME-style action-level PPO, mean token log-probability), grpo (group-normalized episode
-    returns), tempo (GRPO + prefix-tree branching term)"""
+    returns), tempo (GRPO + prefix-tree branching term), ktae (GRPO + key-token values; a positive episode return
+    counts as correct)"""
     forking_mask: bool = False
     """train the policy only on the 20% highest-entropy action tokens of each rollout"""
     forking_fraction: float = 0.2
@@ -482,20 +484,25 @@ def compute_advantages(
     T, N, A = mask.shape
     group_ids = torch.arange(N, device=mask.device) // config.group_size
     episode_mask = mask & ro.valid.unsqueeze(-1)
+    grpo = group_advantages(episode_returns, group_ids).view(1, N, 1).to(ro.values.dtype) * episode_mask.float()
     if config.credit == "grpo":
-        adv = group_advantages(episode_returns, group_ids)
-        return adv.view(1, N, 1).to(ro.values.dtype) * episode_mask.float(), torch.zeros_like(ro.values)
-    # tempo: each env's episode as one response, its action tokens concatenated in time order
+        return grpo, torch.zeros_like(ro.values)
+    # tempo and ktae score tokens within a group: each env's episode is one response, its action
+    # tokens concatenated in time order
     packed_ids = pack_tokens(ro.action_ids, episode_mask)  # (L, N)
     lengths = episode_mask.sum((0, 2))
     packed_mask = torch.arange(packed_ids.shape[0], device=mask.device)[:, None] < lengths[None, :]
-    packed_adv = torch.zeros(packed_ids.shape, device=mask.device)
+    packed = torch.zeros(packed_ids.shape, device=mask.device)
     for g in range(N // config.group_size):
         cols = slice(g * config.group_size, (g + 1) * config.group_size)
-        packed_adv[:, cols] = prefix_tree_advantages(
-            packed_ids[:, cols].T, packed_mask[:, cols].T, episode_returns[cols]
-        ).T.float()
-    return unpack_tokens(packed_adv, episode_mask), torch.zeros_like(ro.values)
+        ids, valid, returns = packed_ids[:, cols].T, packed_mask[:, cols].T, episode_returns[cols]
+        if config.credit == "tempo":
+            packed[:, cols] = prefix_tree_advantages(ids, valid, returns).T.float()
+        else:  # ktae: a positive episode return counts as a correct rollout
+            packed[:, cols] = key_token_values(ids, valid, returns > 0).T.float()
+    per_token = unpack_tokens(packed, episode_mask).to(ro.values.dtype)
+    advantages = per_token if config.credit == "tempo" else grpo + per_token
+    return advantages, torch.zeros_like(ro.values)
 
 
 # --- the PPO update ------------------------------------------------------------------------------
