@@ -19,8 +19,10 @@ Info keys every suite provides where it can (arrays with a leading env dimension
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,3 +89,15 @@ def available_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return os.cpu_count() or 1
+
+
+def exit_reason(process: Any) -> str:
+    """How a worker process ended, for error messages: exit code, or the signal that killed it."""
+    code = process.exitcode
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"

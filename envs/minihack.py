@@ -72,7 +72,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult, VecEnv, available_cpus, worker_context
+from envs.core import StepResult, VecEnv, available_cpus, exit_reason, worker_context
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)
@@ -709,7 +709,7 @@ class MiniHackVecEnv(VecEnv):
             worker.process.join(timeout=1.0)
             raise WorkerCrashedError(
                 f"MiniHack worker {worker.index} (envs {_span(worker.env_ids)}, env {self.env_id!r}) "
-                f"died while starting ({_exit_reason(worker.process)}); its error, if any, is on stderr. "
+                f"died while starting ({exit_reason(worker.process)}); its error, if any, is on stderr. "
                 "(A script that builds envs at import time, without the `if __name__ == '__main__':` "
                 "guard, fails this way.)"
             ) from None
@@ -899,7 +899,7 @@ class MiniHackVecEnv(VecEnv):
         if process.is_alive():
             process.kill()
             process.join(timeout=5.0)
-        detail = f"{reason.strip()} ({_exit_reason(process)})"
+        detail = f"{reason.strip()} ({exit_reason(process)})"
         with contextlib.suppress(OSError):
             worker.conn.close()
         where = f"MiniHack worker {worker.index} (pid {process.pid}, envs {_span(worker.env_ids)}, {self.env_id!r})"
@@ -1016,17 +1016,6 @@ class MiniHackVecEnv(VecEnv):
         if getattr(self, "_scratch", None):
             shutil.rmtree(self._scratch, ignore_errors=True)
         self.closed = True
-
-
-def _exit_reason(process: BaseProcess) -> str:
-    code = process.exitcode
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _span(ids: Iterable[int]) -> str:

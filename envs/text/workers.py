@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import available_cpus, worker_context
+from envs.core import available_cpus, exit_reason, worker_context
 from envs.text.vector import AutoresetEnv, TextStepResult, TextVecEnvBase
 
 logger = logging.getLogger(__name__)
@@ -191,12 +191,12 @@ class TextVecEnv(TextVecEnvBase):
                     msg = worker.conn.recv()
                 except (EOFError, OSError):
                     worker.process.join(timeout=1.0)
-                    return "failed", f"died ({_exit_reason(worker.process)})"
+                    return "failed", f"died ({exit_reason(worker.process)})"
                 if msg[0] == "error":
                     return "error", msg
                 return msg
             worker.process.join(timeout=1.0)
-            return "failed", f"died ({_exit_reason(worker.process)})"
+            return "failed", f"died ({exit_reason(worker.process)})"
 
     def _await_ready(self, worker: _Worker) -> None:
         kind, payload = self._receive(worker)
@@ -349,12 +349,3 @@ class TextVecEnv(TextVecEnvBase):
             self._stop(worker)
 
 
-def _exit_reason(process: Any) -> str:
-    code = process.exitcode
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-    return f"exit code {code}"
