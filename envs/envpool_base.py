@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult, VecEnv
+from envs.core import StepResult, VecEnv, available_cpus
 from explore.errors import require
 
 
@@ -39,6 +39,8 @@ class EnvpoolVecEnv(VecEnv):
         self.num_envs = num_envs
         self.batch_size = batch_size or num_envs
         self._make_kwargs = {**self.default_kwargs, **envpool_kwargs, "num_threads": num_threads}
+        # the pool's step threads (envpool's 0: one per env of a batch, up to the cores)
+        self.num_threads = num_threads or min(self.batch_size, available_cpus())
         self._pool = self._make_pool(seed)
         self.single_observation_space = self._pool.observation_space
         self.single_action_space = self._pool.action_space

@@ -14,6 +14,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import agents.ppo as ppo
+from envs.core import available_cpus
 from explore.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_bytes, load_checkpoint
 from explore.cli import parse_train_config
 
@@ -57,11 +58,12 @@ EXPECTED_SCALARS = [
 ]
 
 
-def run_explore(*args: str, cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+def run_explore(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run python with `args` in `cwd`, importing this checkout's packages. No timeout: a busy machine
+    may take long, and a hang is what the code's own timeouts are tested for elsewhere."""
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -85,6 +87,9 @@ def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"finished {updates * BATCH} steps" in result.stdout
     assert str(run_dir) in result.stdout
+    # the default thread count: usable CPUs less the two one-env envpool pools' threads, logged once
+    threads_line = f"torch threads: {max(1, available_cpus() - NUM_ENVS)} ("
+    assert result.stdout.count(threads_line) == 1, result.stdout
 
     # --- TensorBoard scalars, one point per update ---
     event_files = list(run_dir.glob("events.out.tfevents.*"))
@@ -94,6 +99,7 @@ def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
     tags = set(events.Tags()["scalars"])
     missing = [t for t in EXPECTED_SCALARS if t not in tags]
     assert not missing, f"missing scalars {missing}; logged: {sorted(tags)}"
+    assert "system/torch_threads/text_summary" in events.Tags()["tensors"]
 
     update_steps = [BATCH * (u + 1) for u in range(updates)]
     for tag in EXPECTED_SCALARS[:-2]:
@@ -133,7 +139,7 @@ def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
 
 
 def test_run_script_help(tmp_path):
-    result = run_explore(str(REPO / "runs" / "atari_rnd.py"), "--help", cwd=tmp_path, timeout=120)
+    result = run_explore(str(REPO / "runs" / "atari_rnd.py"), "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "runs/atari_rnd.py" in result.stdout
     for flag in ("--env-id", "--num-envs", "--resume", "--preset", "--total-timesteps"):
@@ -142,7 +148,7 @@ def test_run_script_help(tmp_path):
 
 
 def test_list_envs(tmp_path):
-    result = run_explore("-m", "explore", "list-envs", cwd=tmp_path, timeout=120)
+    result = run_explore("-m", "explore", "list-envs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert "MontezumaRevenge-v5" in lines

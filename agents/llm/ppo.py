@@ -60,6 +60,7 @@ from explore.credit import (
     unpack_tokens,
 )
 from explore.errors import ConfigError, UnknownEnvError
+from explore.system import env_threads, set_torch_threads
 
 CREDITS = ("action", "ntpo", "poad", "grpo", "tempo", "ktae")
 EPISODIC_CREDITS = ("grpo", "tempo", "ktae")  # critic-free: whole episodes, groups of envs on one game seed
@@ -98,7 +99,7 @@ class Config:
     progress: bool = True
     """show a progress bar with SPS and the success rate"""
     torch_threads: int = 0
-    """torch.set_num_threads (0: torch's default)"""
+    """CPU threads for torch (0: the usable CPUs less the env worker processes, at least 1; logged)"""
 
     # --- credit ---
     credit: str = "poad"
@@ -629,8 +630,6 @@ def train(config: Config) -> dict[str, Any]:
         config = dataclasses.replace(saved, **overrides, resume=str(run_dir))
         resumed = load_checkpoint(run_dir)
     validate(config)
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
     device = resolve_device(config.device)
     run_dir = (
         Path(config.run_dir)
@@ -651,11 +650,13 @@ def train(config: Config) -> dict[str, Any]:
 
 
 def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: dict | None) -> dict[str, Any]:
+    threads_note = set_torch_threads(config.torch_threads, env_threads([envs]))
     policy = build_policy(config, run_dir, device, envs)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=1e-5)
     # events after the checkpoint's step are dropped (those at its step were logged before it was saved)
     writer = SummaryWriter(str(run_dir), purge_step=resumed["global_step"] + 1 if resumed else None)
+    writer.add_text("system/torch_threads", threads_note)
     results: dict[str, Any] = {}
 
     global_step, start_update = 0, 0
