@@ -1,7 +1,7 @@
 """explore: exploration in reinforcement learning.
 
-The front door: `import explore` gives the public API, loaded lazily so that the command line
-starts fast and optional suites are imported only when used.
+The front door: `import explore` gives the public API, loaded lazily so that optional suites are
+imported only when used, and registers every installed env id with gymnasium under `Explore/`.
 """
 
 from __future__ import annotations
@@ -47,3 +47,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+def _register_gymnasium_ids() -> None:
+    """gymnasium's convention (`gymnasium.register_envs(explore)`, `gymnasium.make("explore:Explore/...")`):
+    importing the package registers its env ids under `Explore/`. `import envs` registers them at its
+    end; when envs is what is importing this package, that registration is still to come."""
+    import sys
+
+    if "envs" not in sys.modules:
+        importlib.import_module("envs")
+
+
+_register_gymnasium_ids()
