@@ -43,6 +43,7 @@ from explore.credit import rollout_advantages
 from explore.distributed import DistContext
 from explore.errors import ConfigError
 from explore.obs import allocate_obs, cat_obs, map_obs, obs_to_tensor, write_obs
+from explore.progress import progress_fields
 from explore.system import env_threads, set_torch_threads
 
 MONTEZUMA_ROOM_RAM_INDEX = 3
@@ -766,9 +767,7 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
         if update == start_update:  # steady-state SPS leaves out the first update (allocation, compilation)
             steady_start, steady_step = time.time(), global_step
         progress.update(steps_per_update)
-        progress.set_postfix(
-            SPS=sps, ret=latest_return, rooms=logged.get("exploration/rooms_visited", "-"), refresh=False
-        )
+        progress.set_postfix(progress_fields(sps, latest_return, logged, successes), refresh=False)
         finished_returns.fill_(float("nan"))
         finished_success.fill_(float("nan"))
 
@@ -798,6 +797,7 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
     dist.barrier()  # every rank returns after rank 0's last checkpoint is on disk
     logged["global_step"] = global_step
     logged["latest_return"] = latest_return
+    logged["run_dir"] = str(run_dir)
     logged["device"] = str(device)
     logged["rank"], logged["world_size"] = dist.rank, dist.world_size
     logged["update_seconds"], logged["comm_seconds"] = update_seconds, comm_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 
@@ -61,10 +62,15 @@ def train_main(argv: Sequence[str], prog: str = "explore train", default_preset:
     result = train(config)
     if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
         return
-    print(
-        f"finished {result['global_step']} steps; run directory: {config.resume or config.run_dir or 'runs/'}; "
-        f"latest episodic return {result['latest_return']}"
-    )
+    print(train_summary(result))
+
+
+def train_summary(result: dict) -> str:
+    """The last line of `explore train`: steps, the run's own folder (a default one holds a time
+    stamp the user cannot guess) and the latest episodic return, if any episode finished."""
+    latest = result["latest_return"]
+    ret = f"latest episodic return {latest}" if math.isfinite(latest) else "no episode finished yet"
+    return f"finished {result['global_step']} steps; run directory: {result['run_dir']}; {ret}"
 
 
 def list_envs_main(argv: Sequence[str]) -> None:

@@ -71,22 +71,17 @@ def temp_files(folder: Path) -> list[Path]:
 
 
 def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
-    run_dir = tmp_path / "run"
     updates = 4
     result = run_explore(
-        "-m",
-        "explore",
-        "train",
-        *TINY_FLAGS,
-        "--total-timesteps",
-        str(updates * BATCH),
-        "--run-dir",
-        str(run_dir),
-        cwd=tmp_path,
+        "-m", "explore", "train", *TINY_FLAGS, "--total-timesteps", str(updates * BATCH), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert f"finished {updates * BATCH} steps" in result.stdout
-    assert str(run_dir) in result.stdout
+    # the default run directory, runs/<env>__<bonus>__<seed>__<time>, is the one the last line names
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("MontezumaRevenge-v5__rnd__1__")
+    last_line = result.stdout.splitlines()[-1]
+    assert last_line.startswith(f"finished {updates * BATCH} steps; run directory: runs/{run_dir.name}; ")
+    assert last_line.endswith("latest episodic return 0.0")  # 20-step episodes of Montezuma score 0
     # the default thread count: usable CPUs less the two one-env envpool pools' threads, logged once
     threads_line = f"torch threads: {max(1, available_cpus() - NUM_ENVS)} ("
     assert result.stdout.count(threads_line) == 1, result.stdout
@@ -126,7 +121,7 @@ def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
     assert saved["env_groups"] == 2
     assert saved["max_episode_steps"] == 20
     assert saved["total_timesteps"] == updates * BATCH
-    assert saved["run_dir"] == str(run_dir)
+    assert saved["run_dir"] == str(Path("runs") / run_dir.name)
     assert saved["bonus"] == "rnd"
 
     # --- checkpoint.pt: the final state, loadable ---
