@@ -74,10 +74,17 @@ def train_summary(result: dict) -> str:
 
 
 def list_envs_main(argv: Sequence[str]) -> None:
+    """Every suite: its ids, or, when its optional dependencies are missing, the extra to install."""
     import envs
+    from explore.errors import MissingDependencyError
 
-    for suite, ids in envs.available_ids().items():
-        print(f"# {suite} ({len(ids)} ids; also as {envs.NAMESPACE}/<id>)")
+    for suite in envs.registration.SUITES:
+        try:
+            ids = suite.list_ids()
+        except MissingDependencyError as exc:
+            print(f"# {suite.name} (not installed): {exc}")
+            continue
+        print(f"# {suite.name} ({len(ids)} ids; also as {envs.NAMESPACE}/<id>)")
         for env_id in ids:
             print(env_id)
 

@@ -14,9 +14,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import agents.ppo as ppo
+import envs
 from envs.core import available_cpus
 from explore.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_bytes, load_checkpoint
-from explore.cli import parse_train_config
+from explore.cli import main, parse_train_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,6 +150,22 @@ def test_list_envs(tmp_path):
     assert "MontezumaRevenge-v5" in lines
     assert "Pong-v5" in lines
     assert lines[0].startswith("# atari (")
+
+
+def test_list_envs_names_the_extra_of_a_suite_that_is_not_installed(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "envpool", None)  # TEST DOUBLE: envpool not installed
+    monkeypatch.setitem(sys.modules, "envpool.registration", None)
+    assert main(["list-envs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    headers = [line for line in lines if line.startswith("# ")]
+    # every suite has its header, in lookup order; the two envpool suites say what to install
+    assert [h[2:].split(" ", 1)[0] for h in headers] == [s.name for s in envs.registration.SUITES]
+    assert headers[0].startswith("# atari (not installed): ")
+    assert headers[0].endswith("pip install 'explore-rl[atari]'")
+    assert headers[1].startswith("# minigrid (not installed): ")
+    assert headers[1].endswith("pip install 'explore-rl[minigrid]'")
+    assert "MontezumaRevenge-v5" not in lines
+    assert "Bandit-Bernoulli-K5-Hard-v0" in lines  # the bandits need no extra
 
 
 def adam_steps(optimizer_state: dict) -> set[float]:
