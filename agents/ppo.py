@@ -67,7 +67,7 @@ class Config:
     device: str = "auto"
     """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"""
     run_dir: str | None = None
-    """where TensorBoard logs, config.json and checkpoint.pt go (default: runs/<env>__<bonus>__<seed>__<time>)"""
+    """where TensorBoard logs, config.json and checkpoint.pt go; None: runs/<env>__<bonus>__<seed>__<time>"""
     resume: str | None = None
     """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
     preset: Literal["paper", "quick", "minihack", "minigrid"] = "paper"
