@@ -5,7 +5,7 @@
     python runs/text_poad.py --credit ntpo                     # naive token-level PPO
     python runs/text_poad.py --credit action --constrained     # action-level PPO, admissible commands only
     python runs/text_poad.py --credit grpo --group-size 4 --num-turns 20
-    python runs/text_poad.py --bc-episodes 64                  # clone gold paths first (bc/success_rate)
+    python runs/text_poad.py --bc-episodes 64                  # clone gold paths first (bc/success_rate_*)
     python runs/text_poad.py --model-path ~/models/Qwen2.5-0.5B --lora-rank 16 --dtype bfloat16 --device cuda
     python runs/text_poad.py --resume runs/<name>
 

@@ -114,8 +114,11 @@ def test_behaviour_cloning_warm_start_is_reported(base_model, tmp_path):
     )
     result = train(config)
     assert result["bc/loss_after"] < result["bc/loss_before"]
-    assert 0.0 <= result["bc/success_rate"] <= 1.0
-    assert "bc/success_rate" in scalars(tmp_path / "bc")
+    # the sampled policy RL starts from and its greedy version, each named for what it is
+    assert 0.0 <= result["bc/success_rate_sampled"] <= 1.0
+    assert 0.0 <= result["bc/success_rate_greedy"] <= 1.0
+    assert {"bc/success_rate_sampled", "bc/success_rate_greedy"} <= set(scalars(tmp_path / "bc"))
+    assert "bc/success_rate" not in result
 
 
 def test_config_errors_name_the_value():

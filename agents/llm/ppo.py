@@ -866,8 +866,9 @@ def warm_start(config: Config, policy: TextPolicy, envs, writer) -> dict[str, fl
         "bc/loss_after": bc["loss_after"],
         "bc/records": float(len(data.records)),
     }
-    # the policy RL starts from (sampled at --temperature), and its greedy version
-    for suffix, temperature in (("", config.temperature), ("_greedy", 0.0)):
+    # the policy RL starts from (sampled at --temperature), and its greedy version (temperature 0):
+    # they can differ widely, e.g. greedy decoding repeats one command in a loop where sampling moves on
+    for suffix, temperature in (("_sampled", config.temperature), ("_greedy", 0.0)):
         evaluation = evaluate_success(
             policy,
             envs,
@@ -882,7 +883,15 @@ def warm_start(config: Config, policy: TextPolicy, envs, writer) -> dict[str, fl
         out[f"bc/malformed_actions{suffix}"] = evaluation["malformed_actions"]
     for key, value in out.items():
         writer.add_scalar(key, value, 0)
+    writer.add_text("bc/evaluation", BC_EVALUATION_NOTE.format(temperature=config.temperature))
     return out
+
+
+BC_EVALUATION_NOTE = (
+    "After behaviour cloning, before RL: bc/*_sampled is the policy RL starts from, sampling at "
+    "--temperature {temperature}; bc/*_greedy takes the most likely token (temperature 0), which can "
+    "repeat one command in a loop where sampling moves on."
+)
 
 
 def main(argv: list[str] | None = None, prog: str = "runs/text_poad.py") -> dict:
@@ -895,7 +904,7 @@ def main(argv: list[str] | None = None, prog: str = "runs/text_poad.py") -> dict
         "global_step",
         "success_rate",
         "charts/SPS",
-        "bc/success_rate",
+        "bc/success_rate_sampled",
         "bc/success_rate_greedy",
         "run_dir",
     )
