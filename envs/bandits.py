@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.core import StepResult, VecEnv
+from envs.core import StepResult, VecEnv, check_actions
 from explore.errors import UnknownEnvError
 
 Family = Literal["bernoulli", "gaussian", "lowrank", "linear"]
@@ -481,16 +481,10 @@ class BanditVecEnv(VecEnv):
         self._pending = [(obs, np.zeros(n, dtype=np.float32), np.zeros(n, bool), np.zeros(n, bool), info)]
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
-        ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids, dtype=np.int64).reshape(-1)
-        actions = np.asarray(actions).reshape(-1)
-        if actions.shape != ids.shape:
-            raise ValueError(f"got {actions.shape[0]} actions for {ids.shape[0]} envs")
+        actions, env_ids = check_actions(actions, self.bandit.num_arms, self.num_envs, env_ids)
+        ids = np.arange(self.num_envs) if env_ids is None else env_ids
         dummy = self._needs_reset[ids]
         live = actions[~dummy]
-        if live.size and (
-            not np.issubdtype(live.dtype, np.integer) or live.min() < 0 or live.max() >= self.bandit.num_arms
-        ):
-            raise ValueError(f"actions must be integers in [0, {self.bandit.num_arms}), got {live.tolist()}")
         pulled = np.zeros(self.num_envs, dtype=bool)
         pulled[ids[~dummy]] = True
         restart = np.zeros(self.num_envs, dtype=bool)
@@ -570,7 +564,7 @@ class BanditEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
         if self._done:
             raise RuntimeError(f"{self.bandit_spec.id}: call reset() before step() (after the horizon too)")
-        obs, reward, terminated, truncated, info = self._vec.step(np.array([int(action)]))
+        obs, reward, terminated, truncated, info = self._vec.step(np.array([action]))  # checked there
         self._done = bool(truncated[0] or terminated[0])
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), self._row(info)
 

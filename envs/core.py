@@ -31,6 +31,72 @@ import numpy as np
 
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
 
+_MAX_LISTED = 8  # bad values an error message lists before it says "and N more"
+
+
+class InvalidActionError(ValueError):
+    """Actions a VecEnv cannot take: wrong count, shape or dtype, or ids outside the action space."""
+
+
+def _listed(values: np.ndarray, where: np.ndarray, label: str) -> str:
+    """'99 (env 2), -1 (env 3)' for the first few bad entries (the error path only)."""
+    shown = [
+        f"{v!r} ({label} {int(w)})"
+        for v, w in zip(values[:_MAX_LISTED].tolist(), where[:_MAX_LISTED], strict=True)
+    ]
+    more = len(values) - _MAX_LISTED
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def check_env_ids(env_ids: Any, num_envs: int) -> np.ndarray:
+    """`env_ids` as an int64 array of distinct ids in [0, num_envs), or InvalidActionError naming the bad ones."""
+    ids = np.asarray(env_ids)
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):  # bool is not an integer dtype
+        raise InvalidActionError(
+            f"env_ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}"
+        )
+    if ids.size and (ids.min() < 0 or ids.max() >= num_envs):
+        bad = np.nonzero((ids < 0) | (ids >= num_envs))[0]
+        raise InvalidActionError(
+            f"env_ids must lie in [0, {num_envs}), got {_listed(ids[bad], bad, 'position')}"
+        )
+    if np.unique(ids).size != ids.size:
+        raise InvalidActionError(f"env_ids name an env twice: {ids.tolist()}")
+    return ids.astype(np.int64, copy=False)
+
+
+def check_actions(
+    actions: Any, num_actions: int, num_envs: int, env_ids: Any = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check a batch of Discrete(`num_actions`) actions before any env sees it; every suite calls it.
+
+    Returns (actions as int64, env_ids as int64 or None). Raises InvalidActionError, naming the
+    bad values and what is valid, for: a count other than one per env (`num_envs`, or one per id
+    of `env_ids`), a shape other than (count,), a non-integer dtype (floats are refused, not
+    rounded: 1.7 is not an action), or an action outside [0, num_actions). Vectorized: a dtype
+    check and one min/max on the hot path; the per-value listing runs only on the error path.
+    A C++ env (envpool) aborts the process or indexes out of bounds on what this refuses.
+    """
+    ids = None if env_ids is None else check_env_ids(env_ids, num_envs)
+    count = num_envs if ids is None else ids.shape[0]
+    array = np.asarray(actions)
+    if array.shape != (count,):
+        target = f"{count} env(s)" if ids is None else f"the {count} env_ids"
+        raise InvalidActionError(
+            f"expected actions of shape ({count},), one for each of {target}; got shape {array.shape}"
+        )
+    if not np.issubdtype(array.dtype, np.integer):  # bool is not an integer dtype here
+        raise InvalidActionError(
+            f"actions must be integers in [0, {num_actions}), got dtype {array.dtype}: {array.tolist()[:_MAX_LISTED]}"
+        )
+    if count and (array.min() < 0 or array.max() >= num_actions):
+        bad = np.nonzero((array < 0) | (array >= num_actions))[0]
+        envs = bad if ids is None else ids[bad]
+        raise InvalidActionError(
+            f"actions must lie in [0, {num_actions}), got {_listed(array[bad], envs, 'env')}"
+        )
+    return array.astype(np.int64, copy=False), ids
+
 
 class VecEnv(gym.vector.VectorEnv):
     """A batch of `num_envs` environments with NEXT_STEP autoreset and optional async stepping.

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult, VecEnv, available_cpus
+from envs.core import StepResult, VecEnv, available_cpus, check_actions
 from explore.errors import require
 
 
@@ -16,10 +16,11 @@ class EnvpoolVecEnv(VecEnv):
 
     The plumbing every envpool suite needs, written once: the pool is built with the suite's
     `default_kwargs` overridden by the caller's; envpool seeds only at construction, so a seeded
-    reset rebuilds the pool (unless it is fresh from that seed); actions go to envpool as int32;
-    `batch_size < num_envs` turns on envpool's async mode, where `recv` returns the first
-    `batch_size` envs to finish, named by `info["env_id"]`. Subclasses set the class attributes
-    and may post-process each step in `_postprocess` (MiniGrid adds `info["success"]` there).
+    reset rebuilds the pool (unless it is fresh from that seed); actions are checked
+    (envs.core.check_actions) and go to envpool as int32; `batch_size < num_envs` turns on
+    envpool's async mode, where `recv` returns the first `batch_size` envs to finish, named by
+    `info["env_id"]`. Subclasses set the class attributes and may post-process each step in
+    `_postprocess` (MiniGrid adds `info["success"]` there).
     """
 
     default_kwargs: ClassVar[dict[str, Any]] = {}  # envpool.make settings, overridable per call
@@ -46,6 +47,7 @@ class EnvpoolVecEnv(VecEnv):
         self.single_action_space = self._pool.action_space
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self._num_actions = int(self.single_action_space.n)  # every envpool suite here is Discrete
 
     def _make_pool(self, seed: int):
         self.seed = seed
@@ -70,7 +72,9 @@ class EnvpoolVecEnv(VecEnv):
         self._pool.async_reset()
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
-        self._pool.send(np.asarray(actions, dtype=np.int32), env_ids)
+        # envpool itself accepts any id (Atari) or aborts the process (MiniGrid): check here
+        actions, ids = check_actions(actions, self._num_actions, self.num_envs, env_ids)
+        self._pool.send(actions.astype(np.int32), ids)
 
     def recv(self) -> StepResult:
         return self._postprocess(*self._pool.recv())

@@ -72,7 +72,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult, VecEnv, available_cpus, exit_reason, worker_context
+from envs.core import StepResult, VecEnv, available_cpus, check_actions, exit_reason, worker_context
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)
@@ -638,6 +638,7 @@ class MiniHackVecEnv(VecEnv):
         first = described[0]
         self.single_observation_space = first["observation_space"]
         self.single_action_space = first["action_space"]
+        self._num_actions = int(self.single_action_space.n)
         self.max_episode_steps = int(first["max_episode_steps"])
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
@@ -740,22 +741,8 @@ class MiniHackVecEnv(VecEnv):
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
         self._check_open()
-        actions = np.asarray(actions).reshape(-1)
-        n_actions = int(self.single_action_space.n)
-        if not np.issubdtype(actions.dtype, np.integer) or (
-            actions.size and (actions.min() < 0 or actions.max() >= n_actions)
-        ):
-            raise ValueError(f"actions must be integers in [0, {n_actions}), got {actions.tolist()}")
-        if env_ids is None:
-            ids = self._all_ids
-        else:
-            ids = np.asarray(env_ids, dtype=np.int64).reshape(-1)
-            if ids.size and (ids.min() < 0 or ids.max() >= self.num_envs):
-                raise ValueError(f"env_ids must be in [0, {self.num_envs}), got {ids.tolist()}")
-            if np.unique(ids).size != ids.size:
-                raise ValueError(f"env_ids repeat an env: {ids.tolist()}")
-        if actions.shape[0] != ids.shape[0]:
-            raise ValueError(f"got {actions.shape[0]} actions for {ids.shape[0]} envs")
+        actions, env_ids = check_actions(actions, self._num_actions, self.num_envs, env_ids)
+        ids = self._all_ids if env_ids is None else env_ids
         busy = ids[self._state[ids] != _IDLE]
         if busy.size:
             raise RuntimeError(f"envs {busy.tolist()} were sent actions already: recv() their results first")
@@ -1063,7 +1050,8 @@ class MiniHackEnv(gym.Env):
     def step(self, action):
         if self._task.needs_reset:
             raise RuntimeError("the episode has ended (or never started): call reset()")
-        t = self._task.step(int(action))
+        (checked,), _ = check_actions(np.array([action]), int(self.action_space.n), 1)
+        t = self._task.step(int(checked))
         info = {"elapsed_step": t.elapsed_step, "success": t.success, "end_status": t.end_status}
         return _copy(t.obs), t.reward, t.terminated, t.truncated, info
 

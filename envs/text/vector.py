@@ -20,12 +20,13 @@ final_success; a won game always ends, so a running episode is never a success).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from envs.core import VecEnv
+from envs.core import InvalidActionError, VecEnv
 from envs.text.core import MAX_COMMAND_CHARS, MAX_OBSERVATION_CHARS, TextEnv, text_space
 
 TextStepResult = tuple[list[str], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
@@ -122,12 +123,17 @@ class RowBatch:
             "gold_path": list(self.gold_path),
             "goal": list(self.goal),
             "final_obs": [r.get("final_obs") for r in rows],
-            "final_score": np.array([r["final_score"] if e else np.nan for r, e in zip(rows, ended, strict=True)]),
+            "final_score": np.array(
+                [r["final_score"] if e else np.nan for r, e in zip(rows, ended, strict=True)]
+            ),
             "final_success": np.array([bool(r.get("final_success", False)) for r in rows], dtype=bool),
             "episode_return": np.array(
-                [r["episode_return"] if e else np.nan for r, e in zip(rows, ended, strict=True)], dtype=np.float64
+                [r["episode_return"] if e else np.nan for r, e in zip(rows, ended, strict=True)],
+                dtype=np.float64,
             ),
-            "episode_length": np.array([r["episode_length"] if e else 0 for r, e in zip(rows, ended, strict=True)], dtype=np.int64),
+            "episode_length": np.array(
+                [r["episode_length"] if e else 0 for r, e in zip(rows, ended, strict=True)], dtype=np.int64
+            ),
             "env_id": np.arange(n),
         }
         obs = [r["obs"] for r in rows]
@@ -181,9 +187,19 @@ class TextVecEnvBase(VecEnv):
         return list(seeds)
 
     def check_commands(self, commands: list[str]) -> list[str]:
+        """One command per env, as a list; InvalidActionError (as for every suite's actions) otherwise.
+
+        What each command says is never an error (see envs.text.core.normalize_command)."""
+        if isinstance(commands, str | bytes) or not isinstance(commands, Iterable):
+            raise InvalidActionError(
+                f"{self.env_id}: commands must be a list of {self.num_envs} strings, one per env, "
+                f"got {type(commands).__name__} {str(commands)[:80]!r}"
+            )
         commands = list(commands)
         if len(commands) != self.num_envs:
-            raise ValueError(f"{self.env_id}: expected {self.num_envs} commands, got {len(commands)}")
+            raise InvalidActionError(
+                f"{self.env_id}: expected {self.num_envs} commands, one per env, got {len(commands)}"
+            )
         return commands
 
     # reset/step are the compositions of async_reset/send/recv (envs.core.VecEnv)
