@@ -44,6 +44,7 @@ from explore.study import (  # noqa: F401 (re-exported: the study's tests read t
     final_score,
     interval_estimates,
     per_step_mean,
+    plot_curves,
     read_curves,
     write_csv,
 )
@@ -210,43 +211,6 @@ def run_one(args: Args, task: str, bonus: str, seed: int) -> str:
 # --- curves and plots -----------------------------------------------------------------------------
 
 
-def plot_curves(
-    curves: Mapping[str, Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]],
-    total_steps: int,
-    bins: int,
-    ylabel: str,
-    out: Path,
-    title: str,
-    band_limits: tuple[float, float] | None = None,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(curves)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks, strict=True):
-        for bonus, runs in curves[task].items():
-            x, mean, std = binned_curves(runs, total_steps, bins)
-            ok = ~np.isnan(mean)
-            ax.plot(x[ok], mean[ok], label=f"{bonus} ({len(runs)} seeds)")
-            low, high = mean - std, mean + std
-            if band_limits is not None:  # e.g. a success rate's band stays in [0, 1]
-                low, high = np.clip(low, *band_limits), np.clip(high, *band_limits)
-            ax.fill_between(x[ok], low[ok], high[ok], alpha=0.2)
-        ax.set_title(short_task(task))
-        ax.set_xlabel("agent steps")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
 # --- reports --------------------------------------------------------------------------------------
 
 
@@ -338,6 +302,7 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
             Path(f"{args.plots}_{metric}.png"),
             f"{label}: mean ± std over seeds ({args.total_timesteps:,} steps per run)",
             limits,
+            task_label=short_task,
         )
     log(table)
     return rows

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -167,3 +167,42 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def plot_curves(
+    curves: Mapping[str, Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]]],
+    total_steps: int,
+    bins: int,
+    ylabel: str,
+    out: Path,
+    title: str,
+    band_limits: tuple[float, float] | None = None,
+    task_label: Callable[[str], str] = str,
+) -> None:
+    """One panel per task: per method the mean +- std over its runs of the binned curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(curves)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for bonus, runs in curves[task].items():
+            x, mean, std = binned_curves(runs, total_steps, bins)
+            ok = ~np.isnan(mean)
+            ax.plot(x[ok], mean[ok], label=f"{bonus} ({len(runs)} seeds)")
+            low, high = mean - std, mean + std
+            if band_limits is not None:  # e.g. a success rate's band stays in [0, 1]
+                low, high = np.clip(low, *band_limits), np.clip(high, *band_limits)
+            ax.fill_between(x[ok], low[ok], high[ok], alpha=0.2)
+        ax.set_title(task_label(task))
+        ax.set_xlabel("agent steps")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
