@@ -68,7 +68,7 @@ class Config:
     """where TensorBoard logs, config.json and checkpoint.pt go (default: runs/<env>__<bonus>__<seed>__<time>)"""
     resume: str | None = None
     """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
-    preset: Literal["paper", "quick", "minihack", "minigrid"] = "paper"
+    preset: Literal["paper", "quick", "minihack", "minigrid", "deepsea"] = "paper"
     """defaults to start from: 'paper' (RND on Atari, 128 envs, for a GPU), 'quick' (the same, a few minutes on
     a CPU), 'minihack' or 'minigrid' (E3B settings for the grid suites)"""
     checkpoint_interval: int = 10
@@ -204,6 +204,23 @@ PRESETS["minihack"] = Config(
 )
 PRESETS["minigrid"] = dataclasses.replace(
     PRESETS["minihack"], preset="minigrid", env_id="MiniGrid-DoorKey-8x8-v0", total_timesteps=10_000_000
+)
+# bsuite's DeepSea on a CPU (benchmarks/deepsea_study.md): the grid-world PPO settings, 16 copies of the
+# run's one MDP in one batched env group, a global (non-episodic) count bonus; episodic bonuses add
+# --int-episodic
+PRESETS["deepsea"] = dataclasses.replace(
+    PRESETS["minigrid"],
+    preset="deepsea",
+    env_id="DeepSea-N20-v0",
+    bonus="count",
+    total_timesteps=1_000_000,
+    num_envs=16,
+    env_groups=1,
+    num_steps=64,
+    int_episodic=False,
+    rnd_warmup_iterations=4,
+    device="cpu",
+    torch_threads=1,
 )
 
 
@@ -539,8 +556,10 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
             for g, envs in enumerate(groups):  # observation statistics from a random agent (of all ranks)
                 bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=env_seed + g)
 
+    # on resume, TensorBoard drops the events of steps >= purge_step (written after the checkpoint); the
+    # checkpoint's own update logged at global_step, so the purge starts one step later
     writer = (
-        SummaryWriter(str(run_dir), purge_step=global_step if resumed else None, flush_secs=20)
+        SummaryWriter(str(run_dir), purge_step=global_step + 1 if resumed else None, flush_secs=20)
         if dist.is_main
         else _NoWriter()
     )

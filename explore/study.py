@@ -26,13 +26,14 @@ ALL_TASKS = "all tasks"
 Curve = tuple[np.ndarray, np.ndarray, np.ndarray]  # steps, value at each step, episodes behind it
 
 
-def read_curves(path: Path) -> dict[str, Curve]:
+def read_curves(path: Path, extra_tags: Sequence[str] = ()) -> dict[str, Curve]:
     """{metric: (steps, values, episodes)} of a run, from its TensorBoard events.
 
     `charts/episodic_return` is logged once per finished episode: its values at one step are averaged
     and counted. `charts/success_rate` is logged once per update as the mean over the episodes that
     finished in it, so it is weighted by that update's episode count (read off the returns): an
     update where one early success alone finished must not count as much as one where 16 episodes did.
+    Each of `extra_tags` (e.g. charts/SPS) comes back under its tag, averaged per step.
     """
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -49,7 +50,11 @@ def read_curves(path: Path) -> dict[str, Curve]:
     episodes_at = dict(zip(ret_steps.tolist(), ret_counts.tolist(), strict=True))
     succ_steps, succ_values, _ = per_step_mean(*scalars(SUCCESS_TAG))
     succ_counts = np.array([episodes_at.get(int(s), 1) for s in succ_steps], dtype=np.int64)
-    return {"success": (succ_steps, succ_values, succ_counts), "return": (ret_steps, ret_values, ret_counts)}
+    curves = {
+        "success": (succ_steps, succ_values, succ_counts),
+        "return": (ret_steps, ret_values, ret_counts),
+    }
+    return curves | {tag: per_step_mean(*scalars(tag)) for tag in extra_tags}
 
 
 def per_step_mean(steps: Sequence[int], values: Sequence[float]) -> Curve:
