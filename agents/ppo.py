@@ -205,18 +205,18 @@ PRESETS["minihack"] = Config(
 PRESETS["minigrid"] = dataclasses.replace(
     PRESETS["minihack"], preset="minigrid", env_id="MiniGrid-DoorKey-8x8-v0", total_timesteps=10_000_000
 )
-# bsuite's DeepSea on a CPU (benchmarks/deepsea_study.md): the grid-world PPO settings, 16 copies of the
-# run's one MDP in one batched env group, a global (non-episodic) count bonus; episodic bonuses add
-# --int-episodic
+# bsuite's DeepSea on a CPU (benchmarks/deepsea_study.md): the grid-world PPO settings, 64 copies of the
+# run's one MDP in one batched env group (a batch of 1024 steps in short rollouts: less Python per
+# sample), a global (non-episodic) count bonus; episodic bonuses add --int-episodic
 PRESETS["deepsea"] = dataclasses.replace(
     PRESETS["minigrid"],
     preset="deepsea",
     env_id="DeepSea-N20-v0",
     bonus="count",
     total_timesteps=1_000_000,
-    num_envs=16,
+    num_envs=64,
     env_groups=1,
-    num_steps=64,
+    num_steps=16,
     int_episodic=False,
     rnd_warmup_iterations=4,
     device="cpu",
