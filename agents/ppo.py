@@ -34,7 +34,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs as env_registry
-from agents.grid_networks import make_policy
+from agents.grid_networks import NETWORKS, make_policy
 from explore import distributed
 from explore.bonus import BonusModule
 from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
@@ -70,7 +70,7 @@ class Config:
     """where TensorBoard logs, config.json and checkpoint.pt go; None: runs/<env>__<bonus>__<seed>__<time>"""
     resume: str | None = None
     """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
-    preset: Literal["paper", "quick", "minihack", "minigrid"] = "paper"
+    preset: Literal["paper", "quick", "minihack", "minigrid", "minigrid-fast", "deepsea"] = "paper"
     """defaults to start from: 'paper' (RND on Atari, 128 envs, for a GPU), 'quick' (the same, a few minutes on
     a CPU), 'minihack' or 'minigrid' (E3B settings for the grid suites)"""
     checkpoint_interval: int = 10
@@ -151,6 +151,9 @@ class Config:
     # --- policy ---
     use_lstm: bool = False
     """an LSTM core in the policy (MiniGrid/MiniHack policies; minibatches then hold whole env sequences)"""
+    network: Literal["default", "compact"] = "default"
+    """the policy network: 'default' (per space, agents.grid_networks.make_policy) or 'compact' (MiniGrid/BabyAI:
+    a few small convolutions, as rl-starter-files; the fast CPU path)"""
 
     # --- speed ---
     amp: bool = True
@@ -206,6 +209,38 @@ PRESETS["minihack"] = Config(
 )
 PRESETS["minigrid"] = dataclasses.replace(
     PRESETS["minihack"], preset="minigrid", env_id="MiniGrid-DoorKey-8x8-v0", total_timesteps=10_000_000
+)
+# the fast grid-world path on a CPU (benchmarks/bench_grid.py): the compact rl-starter-files network, PPO
+# without a bonus, 64 envs in two async groups, rl-starter-files' learning rate
+PRESETS["minigrid-fast"] = dataclasses.replace(
+    PRESETS["minigrid"],
+    preset="minigrid-fast",
+    env_id="MiniGrid-MultiRoom-N4-S5-v0",
+    bonus="none",
+    network="compact",
+    num_envs=64,
+    num_steps=128,
+    learning_rate=1e-3,
+    rnd_warmup_iterations=4,
+    device="cpu",
+    torch_threads=1,
+)
+# bsuite's DeepSea on a CPU (benchmarks/deepsea_study.md): the grid-world PPO settings, 64 copies of the
+# run's one MDP in one batched env group (a batch of 1024 steps in short rollouts: less Python per
+# sample), a global (non-episodic) count bonus; episodic bonuses add --int-episodic
+PRESETS["deepsea"] = dataclasses.replace(
+    PRESETS["minigrid"],
+    preset="deepsea",
+    env_id="DeepSea-N20-v0",
+    bonus="count",
+    total_timesteps=1_000_000,
+    num_envs=64,
+    env_groups=1,
+    num_steps=16,
+    int_episodic=False,
+    rnd_warmup_iterations=4,
+    device="cpu",
+    torch_threads=1,
 )
 
 
@@ -265,6 +300,8 @@ def validate(config: Config) -> None:
         fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
     if config.bonus != "none":
         parse_bonus(config.bonus)  # ConfigError showing where the expression goes wrong
+    if config.network not in NETWORKS:
+        fail("network", config.network, f"valid networks: {', '.join(NETWORKS)}")
     if config.preset not in PRESETS:
         fail("preset", config.preset, f"valid presets: {', '.join(PRESETS)}")
     resolve_device(config.device)
@@ -506,7 +543,8 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
     track_rooms = "MontezumaRevenge" in config.env_id
 
     # --- agent, bonus, optimizer ---
-    agent = make_policy(obs_space, num_actions, **({"use_lstm": True} if config.use_lstm else {})).to(device)
+    policy_kwargs = {"use_lstm": True} if config.use_lstm else {}
+    agent = make_policy(obs_space, num_actions, network=config.network, **policy_kwargs).to(device)
     bonus = make_bonus(config, obs_space, groups[0].single_action_space, device)
     trainable = list(agent.parameters())
     if bonus is not None:
@@ -540,8 +578,10 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
             for g, envs in enumerate(groups):  # observation statistics from a random agent (of all ranks)
                 bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=env_seed + g)
 
+    # on resume, TensorBoard drops the events of steps >= purge_step (written after the checkpoint); the
+    # checkpoint's own update logged at global_step, so the purge starts one step later
     writer = (
-        SummaryWriter(str(run_dir), purge_step=global_step if resumed else None, flush_secs=20)
+        SummaryWriter(str(run_dir), purge_step=global_step + 1 if resumed else None, flush_secs=20)
         if dist.is_main
         else _NoWriter()
     )

@@ -36,7 +36,14 @@ class EnvSuite:
 
 
 # Suites in lookup order; each module exposes `suite()` and imports its dependencies lazily.
-SUITE_MODULES: tuple[str, ...] = ("envs.atari", "envs.minigrid", "envs.minihack", "envs.bandits", "envs.text")
+SUITE_MODULES: tuple[str, ...] = (
+    "envs.atari",
+    "envs.minigrid",
+    "envs.minihack",
+    "envs.bandits",
+    "envs.deepsea",
+    "envs.text",
+)
 SUITES: list[EnvSuite] = [importlib.import_module(name).suite() for name in SUITE_MODULES]
 
 

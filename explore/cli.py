@@ -1,4 +1,4 @@
-"""The `explore` command: train, list-envs, bandits, go-explore, text."""
+"""The `explore` command: train, list-envs, bandits, go-explore, text, bench."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ commands:
   bandits     every bandit baseline on a suite: Markdown table, CSV, regret plots
   go-explore  Go-Explore's exploration phase on Atari (`explore go-explore --help`)
   text        train a language-model agent on a text game with token-level credit (POAD, ...)
+  bench       tasks x bonuses x seeds of `train` in parallel, resumable; IQM table and curves
 
 examples:
   explore train --preset quick                      # a few minutes of PPO+RND on a CPU
@@ -101,6 +102,12 @@ def go_explore_main(argv: Sequence[str]) -> None:
     run_go_explore(argv)
 
 
+def bench_main(argv: Sequence[str]) -> None:
+    from explore.bench import main as run_bench
+
+    run_bench(argv)
+
+
 def text_main(argv: Sequence[str]) -> None:
     from agents.llm.ppo import main as run_text
 
@@ -113,6 +120,7 @@ COMMANDS = {
     "bandits": bandits_main,
     "go-explore": go_explore_main,
     "text": text_main,
+    "bench": bench_main,
 }
 
 
