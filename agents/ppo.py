@@ -306,6 +306,15 @@ def validate(config: Config) -> None:
         fail("preset", config.preset, f"valid presets: {', '.join(PRESETS)}")
     resolve_device(config.device)
     env_registry.find_suite(config.env_id)  # unknown id (with close matches) or a missing extra
+    from explore.errors import check_seed, check_writable_dir
+
+    # every env of every rank gets its own seed: seed .. seed + num_envs * WORLD_SIZE - 1
+    check_seed(config.seed, span=config.num_envs * world_size)
+    # last, as it touches the disk: the run directory (or where it will be created) takes files
+    if config.resume is not None:
+        check_writable_dir(config.resume, flag="--resume")
+    else:
+        check_writable_dir(config.run_dir or "runs", flag="--run-dir")
 
 
 # bonus metrics that are exploration measures in their own right: logged again as exploration/<name>

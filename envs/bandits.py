@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from envs.core import StepResult, VecEnv, check_actions
-from explore.errors import UnknownEnvError
+from explore.errors import ConfigError, UnknownEnvError
 
 Family = Literal["bernoulli", "gaussian", "lowrank", "linear"]
 Difficulty = Literal["easy", "hard"]
@@ -108,6 +108,33 @@ class BanditSpec:
     context_dim: int = 0
     noise: float = 0.0
     num_users: int = 0
+
+    def __post_init__(self) -> None:
+        """A task that cannot be drawn (no arms, a negative spread, a contextual task without a
+        context) is refused here, naming the field, before any tensor of the wrong shape is built."""
+
+        def fail(name: str, valid: str) -> None:
+            raise ConfigError(f"bandit {self.id!r}: {name}={getattr(self, name)!r} is invalid: {valid}")
+
+        if self.family not in get_args(Family):
+            fail("family", f"choose one of {', '.join(get_args(Family))}")
+        for name in ("num_arms", "horizon"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                fail(name, "it must be an integer >= 1")
+        for name in ("sigma", "noise"):
+            if not getattr(self, name) >= 0:
+                fail(name, "it must be >= 0")
+        if not 0.0 <= self.delta <= 1.0:
+            fail("delta", "a gap between Bernoulli means lies in [0, 1]")
+        if self.family == "gaussian" and not self.sigma > 0:
+            fail("sigma", "Gaussian arm means need a spread > 0")
+        if self.family in ("lowrank", "linear") and self.context_dim < 1:
+            fail("context_dim", f"a {self.family} task needs a context of size >= 1")
+        if self.family == "lowrank":
+            if self.rank < 2 or self.context_dim != self.rank:
+                fail("rank", f"a lowrank task needs rank >= 2 equal to context_dim ({self.context_dim})")
+            if self.num_users < 1:
+                fail("num_users", "a lowrank task needs at least one user")
 
     @property
     def contextual(self) -> bool:

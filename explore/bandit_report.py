@@ -32,7 +32,7 @@ from explore.bandit_metrics import (
     summarize,
     write_table,
 )
-from explore.errors import ConfigError, close_matches
+from explore.errors import ConfigError, check_writable_dir, close_matches
 
 CURVE_POINTS = 200  # time points per regret curve (the band is bootstrapped at each)
 
@@ -134,6 +134,7 @@ def validate(config: BanditsConfig) -> None:
         raise ConfigError(f"--device {config.device!r} is invalid: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda, but torch sees no CUDA device; use --device cpu")
+    check_writable_dir(config.out_dir, flag="--out-dir")  # last: it touches the disk
 
 
 def _curve_rounds(horizon: int) -> Tensor:

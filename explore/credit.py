@@ -36,10 +36,11 @@ def generalized_advantages(
     """A_t = delta_t + traces_t * A_{t+1}, delta_t = rewards_t + discounts_t * next_values_t - values_t.
 
     All arguments share one shape (T, ...); the recursion runs along dim 0 and stops after t = 0.
+    An empty rollout (T = 0, or no envs) has no advantages: the result is empty, of the same shape.
     """
     deltas = rewards + discounts * next_values - values
     advantages = torch.empty_like(deltas)
-    running = torch.zeros_like(deltas[0])
+    running = deltas.new_zeros(deltas.shape[1:])
     for t in range(deltas.shape[0] - 1, -1, -1):
         running = deltas[t] + traces[t] * running
         advantages[t] = running
@@ -86,8 +87,10 @@ def rollout_advantages(
         next_values = torch.cat([values[1:], last_value.unsqueeze(0)])
         passthrough_values = torch.where(valid, values, next_values)
         next_values = torch.cat([passthrough_values[1:], last_value.unsqueeze(0)])
-        discounts = torch.where(valid, gamma, 1.0).to(values.dtype)
-        traces = torch.where(valid, gamma * lam, 1.0).to(values.dtype)
+        # built in the values' dtype: a Python float in torch.where is rounded to float32 first
+        one = values.new_ones(())
+        discounts = torch.where(valid, one * gamma, one)
+        traces = torch.where(valid, one * (gamma * lam), one)
         advantages = generalized_advantages(rewards, passthrough_values, next_values, discounts, traces)
     advantages = advantages * valid_f
     return advantages, advantages + values
@@ -273,7 +276,7 @@ def prefix_tree_advantages(token_ids: Tensor, mask: Tensor, rewards: Tensor, eps
                 break
             node = children.setdefault((node, ids[i][j]), len(children) + 1)
             node_of[i][j] = node
-    nodes = torch.tensor(node_of, dtype=torch.long, device=rewards.device)
+    nodes = torch.tensor(node_of, dtype=torch.long, device=rewards.device).view(num_responses, length)
     mask = mask.bool()
     rewards = rewards.to(torch.float64 if rewards.dtype == torch.float64 else torch.float32)
     num_nodes = len(children) + 1

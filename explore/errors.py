@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from types import ModuleType
+
+# envpool takes int32 seeds, and numpy's legacy seeding [0, 2**32): a seed must fit both
+MAX_SEED = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -43,3 +50,42 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
             f"{purpose} needs the optional dependency {module!r}, which is not installed. "
             f"Install it with: pip install 'explore-rl[{extra}]'"
         ) from exc
+
+
+def check_seed(seed: object, span: int = 1, flag: str = "--seed") -> None:
+    """Raise ConfigError unless seed .. seed + span - 1 (the seeds a run derives, e.g. one per env) are
+    all valid seeds: integers in [0, 2**31 - 1]."""
+    high = MAX_SEED - (span - 1)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= high:
+        derived = f" (it derives {span} seeds from it, seed .. seed + {span - 1})" if span > 1 else ""
+        raise ConfigError(f"{flag} {seed!r} is invalid: it must be an integer in [0, {high}]{derived}")
+
+
+def check_writable_dir(path: str | os.PathLike[str], flag: str = "--run-dir") -> None:
+    """Raise ConfigError unless directory `path` exists and can be written, or can be created.
+
+    Nothing is left behind: the nearest existing ancestor is probed by creating and removing one empty
+    temporary directory in it, which meets every obstacle the real mkdir would (permissions, ACLs, a
+    read-only file system, a full disk), even for root, for whom os.access says yes to everything.
+    """
+    target = Path(path)
+    ancestor = next((p for p in (target, *target.parents) if p.exists()), Path("."))
+    if not ancestor.is_dir():
+        what = "is a file" if ancestor == target else f"cannot be created: {ancestor} is a file"
+        raise ConfigError(f"{flag} {str(path)!r} {what}; choose a directory path")
+    try:
+        probe = tempfile.mkdtemp(prefix=".explore-write-check-", dir=ancestor)
+    except OSError as exc:
+        reasons = {
+            errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied",
+            errno.ENOSPC: "the disk is full",
+            errno.EDQUOT: "the disk quota is exceeded",
+        }
+        reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+        where = "" if ancestor == target else f" (in {ancestor}, where it would be created)"
+        raise ConfigError(
+            f"{flag} {str(path)!r} cannot be written: {reason}{where}; choose a writable directory"
+        ) from None
+    os.rmdir(probe)

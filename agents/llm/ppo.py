@@ -332,6 +332,17 @@ def validate(config: Config) -> None:
         raise UnknownEnvError(config.env_id, text_envs.ALL_IDS)  # lists close matches
     if config.env_id not in text_envs.text_ids():
         fail("env_id", config.env_id, "its game package is not installed: pip install 'explore-rl[text]'")
+    from explore.errors import check_seed, check_writable_dir
+
+    # the envs play seed .. seed + num_envs - 1 and the tiny model is built from seed + 10_000
+    check_seed(config.seed, span=max(config.num_envs, 10_001))
+    # last, as it touches the disk: the run directory (or where it will be created) takes files
+    if config.run_dir is not None:
+        check_writable_dir(config.run_dir, flag="--run-dir")
+    elif config.resume is not None:
+        check_writable_dir(config.resume, flag="--resume")
+    else:
+        check_writable_dir("runs", flag="--run-dir")
 
 
 def default_run_dir(config: Config) -> Path:

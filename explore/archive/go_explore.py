@@ -46,7 +46,7 @@ from explore.archive.ale import (
 from explore.archive.archive import Archive
 from explore.archive.cells import Downscale, DynamicDownscale
 from explore.checkpoint import load_config, save_config
-from explore.errors import ConfigError
+from explore.errors import ConfigError, check_seed, check_writable_dir
 
 ARCHIVE_NAME = "archive.pkl"
 PROGRESS_NAME = "progress.csv"
@@ -119,6 +119,12 @@ class GoExploreConfig:
             raise ConfigError(f"--repeat-prob {self.repeat_prob!r} is invalid: use [0, 1)")
         if not 0 <= self.sticky_actions < 1:
             raise ConfigError(f"--sticky-actions {self.sticky_actions!r} is invalid: use [0, 1)")
+        check_seed(self.seed)
+        # last, as it touches the disk: the run directory (or where it will be created) takes files
+        if self.resume is not None:
+            check_writable_dir(self.resume, flag="--resume")
+        else:
+            check_writable_dir(self.run_dir or "runs", flag="--run-dir")
 
     def settings(self) -> ALESettings:
         return ALESettings(

@@ -1,7 +1,9 @@
 """A judge served by any OpenAI-compatible endpoint (vLLM, llama.cpp server, Ollama, OpenAI).
 
 Built on `explore.llm.openai_client.OpenAIClient`, which does the HTTP: batches over a thread pool,
-a socket timeout, retries with exponential backoff on connection errors, timeouts, 429 and 5xx, a
+a wall-clock timeout per attempt and a deadline per request (retries and their waits included, so a
+server that trickles bytes or never answers costs at most the deadline), retries with exponential
+backoff on connection errors, timeouts, 429 and 5xx, a
 response cache keyed by (model, prompt, sampling parameters) and token accounting. This module adds
 what makes it a judge: the prompts, robust parsing of the replies, one re-ask of a reply that cannot
 be parsed, the fallback, and a circuit breaker.
@@ -17,6 +19,10 @@ fallback judge (base.Judge). After `breaker_failures` consecutive failed batches
 asking the server for `breaker_cooldown` seconds (every question goes straight to the fallback,
 counted as `judge/fallbacks` and `judge/breaker_skips`), so a dead server does not cost a timeout per
 step; then it tries again.
+
+Time: a question about n states takes at most ceil(n / max_workers) * deadline when the server
+fails or stalls (a transport failure is not re-asked; only a reply that cannot be parsed is), and
+(1 + parse_retries) times that when every reply is unreadable.
 """
 
 from __future__ import annotations
@@ -52,7 +58,9 @@ class HTTPJudge(Judge):
         url, model, api_key: the endpoint (see the module docstring for the environment variables).
         client: an `OpenAIClient` to use instead of building one (url/model/... are then ignored).
         api: "chat" or "completions".
-        timeout: seconds per HTTP request.
+        timeout: wall-clock seconds per HTTP attempt (connect, wait and read the whole reply).
+        deadline: wall-clock seconds per request, its retries and their waits included (default
+            (max_retries + 1) * timeout); see the module docstring for what a question costs.
         max_retries, backoff: the client's retries of failed requests (exponential backoff).
         max_workers: concurrent requests per batch.
         cache_path: a JSONL file persisting the response cache across runs.
@@ -74,6 +82,7 @@ class HTTPJudge(Judge):
         client: OpenAIClient | None = None,
         api: str = "chat",
         timeout: float = 30.0,
+        deadline: float | None = None,
         max_retries: int = 2,
         backoff: float = 0.5,
         max_workers: int = 8,
@@ -104,6 +113,7 @@ class HTTPJudge(Judge):
                 api_key,
                 api=api,  # type: ignore[arg-type]
                 timeout=timeout,
+                deadline=deadline,
                 max_retries=max_retries,
                 backoff=backoff,
                 max_workers=max_workers,

@@ -13,11 +13,13 @@ Configuration comes from the arguments or the environment:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -26,8 +28,9 @@ import urllib.request
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from http.client import HTTPException
+from dataclasses import dataclass, field, fields
+from functools import partial
+from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +69,92 @@ class ClientStats:
                 setattr(self, name, getattr(self, name) + value)
 
     def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        # Read the fields directly: dataclasses.asdict deep-copies every field, the lock included,
+        # and a lock cannot be copied.
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+class _Watchdog:
+    """Ends one HTTP attempt when its time is up, whatever the server does.
+
+    A socket timeout bounds each read, not the whole answer: a server that sends one byte every half
+    second never trips it. So a timer shuts the attempt's socket down at the limit, which makes the
+    blocked read return at once; the attempt then reports a timeout.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.fired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.fired:  # connected just as the time ran out
+                _shut(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedConnection:
+    """An http.client connection that hands its socket to the attempt's watchdog once connected."""
+
+    def __init__(self, *args: Any, watchdog: _Watchdog, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._watchdog = watchdog
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self._watchdog.attach(self.sock)  # type: ignore[attr-defined]
+
+
+class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
+_WATCHED = {HTTPConnection: _WatchedHTTPConnection, HTTPSConnection: _WatchedHTTPSConnection}
+# The watchdog of the attempt running in this thread. A thread-local rather than an attribute of the
+# request, because urllib builds a new request to follow a redirect.
+_current = threading.local()
+
+
+def _watched(http_class: Any) -> Any:
+    watchdog = getattr(_current, "watchdog", None)
+    return http_class if watchdog is None else partial(_WATCHED[http_class], watchdog=watchdog)
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        return super().do_open(_watched(http_class), req, **kwargs)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class: Any, req: Any, **kwargs: Any) -> Any:
+        return super().do_open(_watched(http_class), req, **kwargs)
 
 
 class OpenAIClient:
@@ -77,7 +165,14 @@ class OpenAIClient:
         api: "chat" posts to {base_url}/chat/completions with the prompt as one user message;
             "completions" posts to {base_url}/completions (base models served by vLLM, llama.cpp).
         system_prompt: an optional system message for the chat API.
-        timeout: seconds per request (the socket timeout: connect and each read).
+        timeout: wall-clock seconds one HTTP attempt may take in all: connect, send, wait and read
+            the whole answer (enforced by closing the connection, so a server that trickles bytes
+            cannot stretch it).
+        deadline: wall-clock seconds one request (one prompt) may take in all, its retries and the
+            backoff waits between them included; default (max_retries + 1) * timeout. An attempt
+            gets at most the time that is left, and a retry whose wait would end past the deadline
+            is not made. So `complete` returns or raises within `deadline` (plus scheduling noise),
+            and `generate` on n distinct uncached prompts within ceil(n / max_workers) * deadline.
         max_retries: retries after the first attempt, on connection errors, timeouts, 5xx and 429.
         backoff, backoff_max: the wait before retry i is backoff * 2**i (capped, with jitter, or the
             server's Retry-After when it sends one), so that a rate-limited server is not hammered.
@@ -98,6 +193,7 @@ class OpenAIClient:
         api: Literal["chat", "completions"] = "chat",
         system_prompt: str | None = None,
         timeout: float = 60.0,
+        deadline: float | None = None,
         max_retries: int = 4,
         backoff: float = 1.0,
         backoff_max: float = 30.0,
@@ -127,12 +223,18 @@ class OpenAIClient:
             raise ConfigError(f"api={api!r}: expected 'chat' or 'completions'")
         if cache not in ("deterministic", "all", "off"):
             raise ConfigError(f"cache={cache!r}: expected 'deterministic', 'all' or 'off'")
-        if timeout <= 0 or max_retries < 0 or max_workers < 1:
-            raise ConfigError("timeout must be > 0, max_retries >= 0 and max_workers >= 1")
+        if not timeout > 0 or max_retries < 0 or max_workers < 1:
+            raise ConfigError(
+                f"timeout={timeout!r}, max_retries={max_retries!r}, max_workers={max_workers!r}: "
+                "timeout must be > 0, max_retries >= 0 and max_workers >= 1"
+            )
+        if deadline is not None and not deadline > 0:
+            raise ConfigError(f"deadline={deadline!r}: expected seconds > 0 (or None)")
         self.api = api
         self.url = f"{self.base_url}/{'chat/completions' if api == 'chat' else 'completions'}"
         self.system_prompt = system_prompt
         self.timeout = timeout
+        self.deadline = deadline if deadline is not None else (max_retries + 1) * timeout
         self.max_retries = max_retries
         self.backoff = backoff
         self.backoff_max = backoff_max
@@ -153,7 +255,9 @@ class OpenAIClient:
         if self._cache_path is not None and self._cache_path.exists():
             self._load_cache(self._cache_path)
         # Loopback servers are reached directly: a proxy set for the outside world cannot reach them.
-        handlers = [urllib.request.ProxyHandler({})] if parsed.hostname in _LOOPBACK else []
+        handlers: list[urllib.request.BaseHandler] = [_WatchedHTTPHandler(), _WatchedHTTPSHandler()]
+        if parsed.hostname in _LOOPBACK:
+            handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
 
     def __repr__(self) -> str:
@@ -270,65 +374,93 @@ class OpenAIClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        end = time.monotonic() + self.deadline
         last: LLMRequestError | None = None
+        out_of_time = False
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.stats.add(retries=1)
-                time.sleep(self._delay(attempt - 1, last))
-            self.stats.add(requests=1)
-            try:
-                request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    raw = response.read()
-            except urllib.error.HTTPError as exc:
-                detail = _read_error_body(exc)
-                retryable = exc.code in _RETRY_STATUS
-                last = LLMRequestError(
-                    f"HTTP {exc.code} from {self.url}: {detail}",
-                    url=self.url,
-                    attempts=attempt + 1,
-                    status=exc.code,
-                    retryable=retryable,
-                    retry_after=_retry_after(exc),
-                )
-                if not retryable:
+                wait = self._delay(attempt - 1, last)
+                if time.monotonic() + wait >= end:
+                    out_of_time = True
                     break
-            except TimeoutError as exc:
-                last = LLMRequestError(
-                    f"request to {self.url} timed out after {self.timeout:g} s ({exc})",
-                    url=self.url,
-                    attempts=attempt + 1,
-                    retryable=True,
-                )
-            except urllib.error.URLError as exc:  # connection refused, DNS failure, TLS errors
-                timed_out = isinstance(exc.reason, TimeoutError)
-                what = (
-                    f"timed out after {self.timeout:g} s"
-                    if timed_out
-                    else f"could not connect ({exc.reason})"
-                )
-                last = LLMRequestError(
-                    f"request to {self.url} {what}", url=self.url, attempts=attempt + 1, retryable=True
-                )
-            except (ConnectionError, HTTPException, OSError) as exc:  # reset, remote closed, short read
-                last = LLMRequestError(
-                    f"connection to {self.url} failed: {type(exc).__name__}: {exc}",
-                    url=self.url,
-                    attempts=attempt + 1,
-                    retryable=True,
-                )
-            else:
+                self.stats.add(retries=1)
+                time.sleep(wait)
+            limit = min(self.timeout, end - time.monotonic())
+            if limit <= 0:
+                out_of_time = True
+                break
+            self.stats.add(requests=1)
+            raw, last = self._attempt(body, headers, limit, attempt + 1)
+            if last is None:
                 return self._parse(raw)
             log.debug("attempt %d/%d failed: %s", attempt + 1, self.max_retries + 1, last)
+            if not last.retryable:
+                break
         assert last is not None
         self.stats.add(failures=1)
         tries = f"after {last.attempts} attempt{'s' if last.attempts > 1 else ''}"
+        if out_of_time:
+            tries += f"; the request's {self.deadline:g} s deadline left no time for another"
         raise LLMRequestError(
             f"{last} ({tries})",
             url=self.url,
             attempts=last.attempts,
             status=last.status,
             retryable=last.retryable,
+        )
+
+    def _attempt(
+        self, body: bytes, headers: dict[str, str], limit: float, number: int
+    ) -> tuple[bytes, LLMRequestError | None]:
+        """One HTTP attempt that ends within `limit` seconds: (the body, None) or (b"", the error)."""
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        with _Watchdog(limit) as watchdog:
+            _current.watchdog = watchdog  # read by _Watched*Handler when it opens the connection
+            try:
+                with self._opener.open(request, timeout=limit) as response:
+                    raw = response.read()
+                if not watchdog.fired:  # else the body may be cut short (a server that sends no length)
+                    return raw, None
+                error: BaseException = TimeoutError("the connection was closed at the limit")
+            except urllib.error.HTTPError as exc:
+                detail = _read_error_body(exc)  # still under the watchdog: the body may trickle too
+                if not watchdog.fired:
+                    return b"", LLMRequestError(
+                        f"HTTP {exc.code} from {self.url}: {detail}",
+                        url=self.url,
+                        attempts=number,
+                        status=exc.code,
+                        retryable=exc.code in _RETRY_STATUS,
+                        retry_after=_retry_after(exc),
+                    )
+                error = exc
+            except urllib.error.URLError as exc:  # connection refused, DNS failure, TLS errors
+                if not watchdog.fired and not isinstance(exc.reason, TimeoutError):
+                    return b"", LLMRequestError(
+                        f"request to {self.url} could not connect ({exc.reason})",
+                        url=self.url,
+                        attempts=number,
+                        retryable=True,
+                    )
+                error = exc
+            except (ConnectionError, HTTPException, OSError) as exc:  # reset, remote closed, short read
+                # TimeoutError is an OSError: it and whatever the watchdog's shutdown caused are timeouts
+                if not watchdog.fired and not isinstance(exc, TimeoutError):
+                    return b"", LLMRequestError(
+                        f"connection to {self.url} failed: {type(exc).__name__}: {exc}",
+                        url=self.url,
+                        attempts=number,
+                        retryable=True,
+                    )
+                error = exc
+            finally:
+                _current.watchdog = None
+        return b"", LLMRequestError(
+            f"request to {self.url} timed out: no complete answer within {limit:g} s "
+            f"({type(error).__name__}: {error})",
+            url=self.url,
+            attempts=number,
+            retryable=True,
         )
 
     def _delay(self, retry: int, last: LLMRequestError | None) -> float:
