@@ -4,10 +4,13 @@ A `TextEnv` is a gymnasium.Env whose observations and actions are strings (gym.s
 Families (TextWorldExpress, TextWorld, BabyAI-Text) implement two hooks, `_start(game_seed)` and
 `_play(command)`, each returning a `GameState`; this class adds what every family shares:
 
-- commands are normalized (stripped, lower-cased, whitespace collapsed, cut at
-  `MAX_COMMAND_CHARS`) and never raise: an empty, inadmissible or over-long command is passed to
-  the game (an empty one as "") and the game's own response comes back with
-  `info["invalid_action"] = True`. A command is *invalid* when its normalized form is not among
+- commands are sanitized and normalized (`normalize_command`: lower-cased, every character
+  outside printable ASCII replaced by a space, whitespace collapsed, stripped, cut at
+  `MAX_COMMAND_CHARS`) and never raise: an empty, inadmissible, over-long or ill-formed command is
+  passed to the game (an empty one as "") and the game's own response comes back with
+  `info["invalid_action"] = True`. The games never see a control character: TextWorld's
+  interpreter segfaults on "look\x00" and waits forever on "\x00", and a lone surrogate makes
+  TextWorld and TextWorldExpress raise. A command is *invalid* when its normalized form is not among
   the admissible commands of the state it was issued in (TextWorld's parser also understands
   synonyms such as "n": those work but are still flagged, since they are not admissible);
 - reward = change of the game's score (BabyAI-Text: the level's reward), `terminated` when the
@@ -34,25 +37,37 @@ import gymnasium as gym
 import numpy as np
 
 MAX_COMMAND_CHARS = 256  # longer commands are cut to this length (and flagged invalid)
+# raw input beyond this is dropped before any other work, so a huge string costs bounded time
+MAX_RAW_COMMAND_CHARS = 16 * MAX_COMMAND_CHARS
 MAX_OBSERVATION_CHARS = 1 << 16
 # every printable ASCII character, whitespace included (gym.spaces.Text's default is alphanumeric)
 CHARSET = frozenset(string.printable)
 
 _WHITESPACE = re.compile(r"\s+")
+_OUTSIDE_CHARSET = re.compile(f"[^{re.escape(string.printable)}]")
 
 
 def normalize_command(command: Any) -> tuple[str, bool]:
-    """(the command as sent to the game, whether it was malformed: not a string, or too long)."""
+    """(the command as sent to the game, whether it was malformed).
+
+    Malformed: not a string (None -> "", others -> str()), longer than `MAX_COMMAND_CHARS` once
+    normalized (cut), or holding a character outside `CHARSET` (control characters such as NUL or
+    ESC, surrogates, non-ASCII letters: each becomes a space). The result is printable ASCII
+    without control characters, lower case, single-spaced, at most `MAX_COMMAND_CHARS` long.
+    """
     malformed = False
     if isinstance(command, bytes):
         command = command.decode("utf-8", errors="replace")
     if not isinstance(command, str):
         malformed = True
         command = "" if command is None else str(command)
-    command = _WHITESPACE.sub(" ", command).strip().lower()
+    if len(command) > MAX_RAW_COMMAND_CHARS:
+        command, malformed = command[:MAX_RAW_COMMAND_CHARS], True
+    command, replaced = _OUTSIDE_CHARSET.subn(" ", command.lower())
+    command = _WHITESPACE.sub(" ", command).strip()
     if len(command) > MAX_COMMAND_CHARS:
         command, malformed = command[:MAX_COMMAND_CHARS].rstrip(), True
-    return command, malformed
+    return command, malformed or replaced > 0
 
 
 def episode_seed(base: int, episode: int) -> int:
@@ -94,7 +109,9 @@ class TextEnv(gym.Env):
 
     def __init__(self, env_id: str, seed: int = 0, max_episode_steps: int | None = None):
         self.env_id = env_id
-        self.max_episode_steps = max_episode_steps if max_episode_steps is not None else self.default_max_episode_steps
+        self.max_episode_steps = (
+            max_episode_steps if max_episode_steps is not None else self.default_max_episode_steps
+        )
         if self.max_episode_steps is not None and self.max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}")
         self.observation_space = text_space(MAX_OBSERVATION_CHARS)
@@ -145,7 +162,9 @@ class TextEnv(gym.Env):
         self._elapsed += 1
         reward = state.reward if state.reward is not None else state.score - previous.score
         terminated = bool(state.won or state.lost)
-        truncated = not terminated and self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps
+        truncated = (
+            not terminated and self.max_episode_steps is not None and self._elapsed >= self.max_episode_steps
+        )
         self._done = terminated or truncated
         return state.obs, float(reward), terminated, bool(truncated), self._info(state, invalid=invalid)
 
