@@ -87,7 +87,8 @@ class Args:
     total_timesteps: int | None = None
     """steps per run (default: the preset's); see also --budget-episodes"""
     budget_episodes: int | None = None
-    """steps per run = this many episodes of the task's maximum length (exact for fixed-length tasks, DeepSea)"""
+    """steps per run = this many episodes of the task's maximum length, each plus its NEXT_STEP dummy step
+    (exact for fixed-length tasks such as DeepSea)"""
     torch_threads: int = 1
     """--torch-threads of every run: one per process, so --jobs processes share the cores without oversubscribing"""
     jobs: int = 0
@@ -211,7 +212,7 @@ def plan(args: Args) -> list[Run]:
     for task in args.tasks:
         steps = args.total_timesteps
         if args.budget_episodes is not None:
-            steps = args.budget_episodes * episode_length(task)
+            steps = args.budget_episodes * (episode_length(task) + 1)  # + the autoreset dummy step
         for method in methods:
             for seed in args.seeds:
                 path = args.root / f"{short_task(task)}__{method.label}__{seed}"

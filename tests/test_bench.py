@@ -62,7 +62,7 @@ def test_budget_in_episodes_is_episodes_times_the_length(tmp_path):
     runs = bench.plan(
         tiny_args(tmp_path, tasks=("DeepSea-N10-v0",), total_timesteps=None, budget_episodes=30)
     )
-    assert [r.total_timesteps for r in runs] == [300]
+    assert [r.total_timesteps for r in runs] == [30 * (10 + 1)]  # each episode and its NEXT_STEP dummy step
 
 
 def test_finished_runs_are_skipped_and_killed_runs_resume(tmp_path):
