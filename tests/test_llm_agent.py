@@ -3,6 +3,8 @@ malformed actions, behaviour cloning and LoRA, on a tiny randomly initialized GP
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -123,6 +125,22 @@ def test_generation_values_and_logprobs_match_training_forward(tiny_dir, constra
     torch.testing.assert_close(ent[m], gen.entropies[m], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(values[m], gen.values[m], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(policy.prompt_values(prompts), gen.values[:, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_generation_uses_the_current_cache_api_without_a_deprecation_warning(tiny_dir):
+    policy = make_policy(tiny_dir, seed=4)
+    prompts = [
+        policy.renderer.ids("You are in the kitchen.", ["move east"], []),
+        policy.renderer.ids("x", None, []),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gen = policy.generate(prompts, max_new_tokens=6, temperature=0.0, stop_check_every=0)
+    assert gen.ids.shape == (2, 6)
+    deprecations = [
+        str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))
+    ]
+    assert not [m for m in deprecations if "past_key_values" in m or "cache" in m], deprecations
 
 
 def test_malformed_and_empty_actions_are_handled_and_counted(tiny_dir):

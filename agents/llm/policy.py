@@ -28,6 +28,7 @@ answers with its own parser message and reports `invalid_action`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -148,6 +149,13 @@ class Generation:
 # --- the policy ------------------------------------------------------------------------------------
 
 
+def cache_keyword(model: nn.Module) -> str:
+    """The forward keyword of the KV cache: `cache` in current transformers 5.x releases,
+    `past_key_values` in earlier ones (where later releases warn on every call that it is deprecated)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 class TextPolicy(nn.Module):
     """A causal LM with a token-level value head (see the module docstring).
 
@@ -177,6 +185,7 @@ class TextPolicy(nn.Module):
         self.value_head.to(lm.device)
         self.renderer = PromptRenderer(self.tokenizer, max_prompt_tokens, history_turns, show_commands)
         self.fallback_action = fallback_action
+        self._cache_keyword = cache_keyword(self.model)
         tok = self.tokenizer
         if tok.eos_token_id is None:
             raise ConfigError(f"the tokenizer of {lm.path} has no eos token: actions need a terminator")
@@ -202,26 +211,27 @@ class TextPolicy(nn.Module):
 
     # --- forward ---
 
-    def _forward(self, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int, past=None, cache: bool = False):
-        """(logits, values, cache) at the last `keep` positions."""
+    def _forward(self, ids: Tensor, mask: Tensor, pos: Tensor, *, keep: int, cache: Any = None):
+        """(logits, values) at the last `keep` positions; a KV `cache` (a transformers DynamicCache)
+        is read and extended in place."""
         out = self.model(
             input_ids=ids,
             attention_mask=mask.long(),
             position_ids=pos,
-            past_key_values=past,
-            use_cache=cache,
+            use_cache=cache is not None,
             output_hidden_states=True,
             logits_to_keep=keep,
+            **({self._cache_keyword: cache} if cache is not None else {}),
         )
         values = self.value_head(out.hidden_states[-1][:, -keep:].float()).squeeze(-1)
-        return out.logits.float(), values, out.past_key_values
+        return out.logits.float(), values
 
     def prompt_values(self, prompts: Sequence[Sequence[int]]) -> Tensor:
         """V at the last position of each prompt (B,), e.g. of a final observation's prompt."""
         ids, mask = left_pad(prompts, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.no_grad():
-            _, values, _ = self._forward(ids, mask, positions(mask), keep=1)
+            _, values = self._forward(ids, mask, positions(mask), keep=1)
         return values[:, -1]
 
     def evaluate_actions(
@@ -242,7 +252,7 @@ class TextPolicy(nn.Module):
         A = action_ids.shape[1]
         ids = torch.cat([prompt_ids, action_ids], 1)
         mask = torch.cat([prompt_mask, action_mask], 1)
-        logits, values, _ = self._forward(ids, mask, positions(mask), keep=A + 1)
+        logits, values = self._forward(ids, mask, positions(mask), keep=A + 1)
         logits, values = logits[:, :-1], values[:, :-1]
         logp, ent = self._distribution(logits, allowed, temperature)
         logp = logp.gather(-1, action_ids[..., None]).squeeze(-1)
@@ -306,7 +316,10 @@ class TextPolicy(nn.Module):
             None if trie is None else torch.full((B, A, trie.width), -1, dtype=torch.long, device=dev)
         )
         done = torch.zeros(B, dtype=torch.bool, device=dev)
-        logits, v, past = self._forward(ids, mask, positions(mask), keep=1, cache=True)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        logits, v = self._forward(ids, mask, positions(mask), keep=1, cache=cache)
         logits, v = logits[:, -1], v[:, -1]
         for j in range(A):
             allowed = None
@@ -328,7 +341,7 @@ class TextPolicy(nn.Module):
                 break
             mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.bool, device=dev)], 1)
             pos = pos + 1
-            logits, v, past = self._forward(token[:, None], mask, pos, keep=1, past=past, cache=True)
+            logits, v = self._forward(token[:, None], mask, pos, keep=1, cache=cache)
             logits, v = logits[:, -1], v[:, -1]
         # the one host transfer of the turn: token ids and whether each row terminated
         host = torch.cat([out_ids, done[:, None].long()], 1).cpu()
