@@ -167,3 +167,33 @@ def exit_reason(process: Any) -> str:
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+class RowCaptions:
+    """Captions of observation rows, written once per distinct row and cached by the row's bytes.
+
+    `describe(row) -> str` writes one caption; `__call__(rows)` captions a (B, D) array by describing
+    only its distinct rows that the cache lacks (np.unique), so a rollout of repeated observations
+    costs one description per new observation. The cache is cleared when it passes `max_size` rows.
+    """
+
+    def __init__(self, describe: Any, max_size: int = 200_000):
+        self.describe = describe
+        self.max_size = max_size
+        self.cache: dict[bytes, str] = {}
+
+    def __call__(self, rows: np.ndarray) -> list[str]:
+        rows = np.ascontiguousarray(rows)
+        if rows.shape[0] == 0:
+            return []
+        distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+        if len(self.cache) > self.max_size:
+            self.cache.clear()
+        texts = []
+        for row in distinct:
+            key = row.tobytes()
+            text = self.cache.get(key)
+            if text is None:
+                text = self.cache[key] = self.describe(row)
+            texts.append(text)
+        return [texts[i] for i in inverse.reshape(-1)]

@@ -26,11 +26,13 @@ flag and the per-task episode limit.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult
+from envs.core import RowCaptions, StepResult
 from envs.envpool_base import EnvpoolEnv, EnvpoolVecEnv
 from explore.errors import require
 
@@ -90,6 +92,43 @@ class MiniGridEnv(EnvpoolEnv):
     """A single MiniGrid or BabyAI task (what gymnasium.make("Explore/MiniGrid-...") returns)."""
 
     vec_cls = MiniGridVecEnv
+
+
+_IMAGE_SIZE = 7 * 7 * 3
+
+
+def _describe_row(row: np.ndarray) -> str:
+    """One caption from [image (7 * 7 * 3), mission bytes] (see `captions`)."""
+    from envs.text.babyai_text import caption, describe
+
+    image = row[:_IMAGE_SIZE].reshape(7, 7, 3)
+    return caption(describe(image), decode_mission(row[_IMAGE_SIZE:]))
+
+
+_ROW_CAPTIONS = RowCaptions(_describe_row)
+
+
+def captions(obs: dict[str, np.ndarray], next_obs: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Captions of B transitions (the state they reach) or of B states: the mission and the view in words.
+
+    The view is BabyAI-Text's description (envs.text.babyai_text.describe: walls ahead and to the
+    sides, every visible object with its offset, what the agent carries), so a pixel/grid agent and a
+    text agent on the same level are judged on the same captions. Written once per distinct
+    (view, mission) row of the batch and cached.
+    """
+    after = obs if next_obs is None else next_obs
+    image = np.asarray(after["image"], dtype=np.uint8)
+    rows = np.concatenate(
+        [image.reshape(image.shape[0], -1), np.asarray(after["mission"], dtype=np.uint8)], axis=1
+    )
+    return _ROW_CAPTIONS(rows)
+
+
+def captioner(observation_space: gym.Space) -> Callable[..., list[str]] | None:
+    """`captions` for MiniGrid/BabyAI observations (a Dict with a 7x7 "image" and "mission"), else None."""
+    spaces = getattr(observation_space, "spaces", {})
+    fits = "image" in spaces and "mission" in spaces and tuple(spaces["image"].shape) == (7, 7, 3)
+    return captions if fits else None
 
 
 def config_kwargs(config: Any) -> dict[str, Any]:

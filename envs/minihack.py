@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import enum
+import functools
 import importlib.util
 import logging
 import os
@@ -72,7 +73,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import StepResult, VecEnv, available_cpus, check_actions, exit_reason, worker_context
+from envs.core import RowCaptions, StepResult, VecEnv, available_cpus, check_actions, exit_reason, worker_context
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)
@@ -1062,6 +1063,101 @@ class MiniHackEnv(gym.Env):
 def _copy(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """NLE reuses its observation buffers on the next step: hand out copies."""
     return {key: np.array(value, copy=True) for key, value in obs.items()}
+
+
+# --- captions: transitions in words, for the judge-reward bonus (explore/judge_reward.py) -----------
+
+BLSTATS_X, BLSTATS_Y, BLSTATS_HP, BLSTATS_DEPTH, BLSTATS_GOLD = 0, 1, 10, 12, 13
+# event bits of a transition, in the order their sentences are written
+_EVENTS = (
+    "You moved.",
+    "You did not move.",
+    "You descended to dungeon level {depth}.",
+    "You lost health.",
+    "You regained health.",
+    "You picked up gold.",
+    "A key is in view.",
+    "A door is in view.",
+    "A staircase down is in view.",
+)
+_SIGHT_BITS = {"key": 6, "door": 7, "stairs": 8}
+
+
+@functools.lru_cache(maxsize=1)
+def _sight_glyphs() -> dict[str, np.ndarray]:
+    """Glyph ids of what a caption mentions when it is on the map: keys, doors, stairs/ladders down."""
+    import nle.nethack as nh
+
+    keys = {"skeleton key", "lock pick", "credit card"}
+    cmap = {"door": {"open door", "closed door"}, "stairs": {"staircase down", "ladder down"}}
+    sights = {
+        "key": np.array(
+            [nh.GLYPH_OBJ_OFF + i for i in range(nh.NUM_OBJECTS) if nh.objdescr.from_idx(i).oc_name in keys]
+        )
+    }
+    for name, wanted in cmap.items():
+        sights[name] = np.array(
+            [
+                nh.GLYPH_CMAP_OFF + i
+                for i in range(nh.MAXPCHARS)
+                if nh.symdef.from_idx(i).explanation in wanted
+            ]
+        )
+    return sights
+
+
+def _describe_row(row: np.ndarray) -> str:
+    """One caption from [message bytes (256), event bits, depth] (see `captions`)."""
+    message = bytes(row[:256].astype(np.uint8)).split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+    bits, depth = int(row[256]), int(row[257])
+    events = [text.format(depth=depth) for i, text in enumerate(_EVENTS) if bits >> i & 1]
+    return " ".join([message, *events] if message else events)
+
+
+_ROW_CAPTIONS = RowCaptions(_describe_row)
+
+
+def captions(obs: dict[str, np.ndarray], next_obs: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Captions of B transitions obs -> next_obs (arrays with one leading dim B), or of B states.
+
+    A transition's caption is the next message, then what blstats say changed (moved or not, a
+    descent with the new depth, health lost or regained, gold picked up), then what is in view on
+    the map ("glyphs", when observed): a key, a door, a staircase down. A state's caption (next_obs
+    None) is its message and what is in view. Computed with array operations over the batch; the
+    sentences are written once per distinct (message, events) row and cached.
+    """
+    after = obs if next_obs is None else next_obs
+    blstats = np.asarray(after["blstats"]).astype(np.int64)
+    bits = np.zeros(blstats.shape[0], dtype=np.int64)
+    if next_obs is not None:
+        before = np.asarray(obs["blstats"]).astype(np.int64)
+        moved = (before[:, [BLSTATS_X, BLSTATS_Y]] != blstats[:, [BLSTATS_X, BLSTATS_Y]]).any(1)
+        for bit, flag in enumerate(
+            (
+                moved,
+                ~moved,
+                blstats[:, BLSTATS_DEPTH] > before[:, BLSTATS_DEPTH],
+                blstats[:, BLSTATS_HP] < before[:, BLSTATS_HP],
+                blstats[:, BLSTATS_HP] > before[:, BLSTATS_HP],
+                blstats[:, BLSTATS_GOLD] > before[:, BLSTATS_GOLD],
+            )
+        ):
+            bits |= flag.astype(np.int64) << bit
+    if "glyphs" in after:
+        glyphs = np.asarray(after["glyphs"]).reshape(blstats.shape[0], -1)
+        for name, ids in _sight_glyphs().items():
+            bits |= np.isin(glyphs, ids).any(1).astype(np.int64) << _SIGHT_BITS[name]
+    message = np.zeros((blstats.shape[0], 256), dtype=np.int64)
+    text = np.asarray(after["message"]).reshape(blstats.shape[0], -1)[:, :256]
+    message[:, : text.shape[1]] = text
+    rows = np.concatenate([message, bits[:, None], blstats[:, BLSTATS_DEPTH, None]], axis=1)
+    return _ROW_CAPTIONS(rows)
+
+
+def captioner(observation_space: gym.Space) -> Callable[..., list[str]] | None:
+    """`captions` for NLE observations (a Dict with "message" and "blstats"), else None."""
+    keys = getattr(observation_space, "spaces", {})
+    return captions if "message" in keys and "blstats" in keys else None
 
 
 def config_kwargs(config: Any) -> dict[str, Any]:

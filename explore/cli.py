@@ -17,6 +17,8 @@ commands:
   go-explore  Go-Explore's exploration phase on Atari (`explore go-explore --help`)
   text        train a language-model agent on a text game with token-level credit (POAD, ...)
   bench       tasks x bonuses x seeds of `train` in parallel, resumable; IQM table and curves
+  judge-reward fit   captions from a random policy, judge preferences, a Bradley-Terry reward model
+              (`--bonus judge` of `explore train` loads it: EXPLORE_JUDGE_REWARD="--reward-model DIR")
 
 examples:
   explore train --preset quick                      # a few minutes of PPO+RND on a CPU
@@ -114,6 +116,12 @@ def text_main(argv: Sequence[str]) -> None:
     run_text(list(argv), prog="explore text")
 
 
+def judge_reward_main(argv: Sequence[str]) -> None:
+    from explore.judge_reward import main as run_judge_reward
+
+    run_judge_reward(argv)
+
+
 COMMANDS = {
     "train": train_main,
     "list-envs": list_envs_main,
@@ -121,6 +129,7 @@ COMMANDS = {
     "go-explore": go_explore_main,
     "text": text_main,
     "bench": bench_main,
+    "judge-reward": judge_reward_main,
 }
 
 

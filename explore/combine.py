@@ -47,6 +47,7 @@ from explore.archive.bonus import ArchiveBonus
 from explore.bonus import Batch, BonusModule, masked_mean
 from explore.counts import EpisodicCount, GlobalCount
 from explore.errors import ConfigError, close_matches
+from explore.judge_reward import build_judge_reward
 from explore.noveld import (
     NovelD,
     RewardNorm,
@@ -544,3 +545,4 @@ register_bonus("count_e", _build_count_e, "episodic")
 register_bonus("count_e1", _build_count_e1, "episodic")
 register_bonus("e3b", _build_e3b, "episodic", self_normalized=False)
 register_bonus("archive", ArchiveBonus.from_context, "global")  # Go-Explore cells: 1 on a first visit
+register_bonus("judge", build_judge_reward, "episodic")  # Motif / ELLM: explore/judge_reward.py

@@ -82,7 +82,7 @@ def test_the_guard_catches_environment_creation(base, no_env_may_start):
         ({"int_coef": -1}, r"--int-coef -1 is invalid: a coefficient must be >= 0"),
         (
             {"bonus": "icm"},
-            r"bad bonus expression 'icm' at position 0: unknown bonus 'icm' \(registered: archive, count, count_e, count_e1, e3b, noveld, rnd\)",
+            r"bad bonus expression 'icm' at position 0: unknown bonus 'icm' \(registered: archive, count, count_e, count_e1, e3b, judge, noveld, rnd\)",
         ),
         ({"num_envs": 3, "env_groups": 2}, r"--env-groups 2 is invalid: it must divide --num-envs 3"),
         (

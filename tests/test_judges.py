@@ -383,9 +383,9 @@ def test_embedding_judge_choices(embedding_judge_cls):
 
 
 def test_make_judge_errors_name_the_valid_choices(tmp_path):
-    with pytest.raises(ConfigError, match="embedding, http, local, uniform"):
+    with pytest.raises(ConfigError, match="embedding, http, local, uniform, oracle"):
         make_judge("gpt")
-    assert JUDGE_KINDS == ("embedding", "http", "local", "uniform")
+    assert JUDGE_KINDS == ("embedding", "http", "local", "uniform", "oracle")
     with pytest.raises(ConfigError, match="model_path"):
         make_judge("local")
     if importlib.util.find_spec("transformers") is not None:

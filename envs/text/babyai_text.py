@@ -128,6 +128,17 @@ def describe(image: np.ndarray) -> str:
     return "\n".join(lines) if lines else "You see nothing"
 
 
+def caption(description: str, mission: str) -> str:
+    """The judge-reward caption of a BabyAI state: its mission, then its description as sentences."""
+    sentences = ". ".join(line for line in description.splitlines() if line)
+    return f"Mission: {mission}. {sentences}." if mission else f"{sentences}."
+
+
+def captions(descriptions: list[str], missions: list[str]) -> list[str]:
+    """`caption` over a batch of text observations and their goals (the text trainer's rows)."""
+    return [caption(d, m) for d, m in zip(descriptions, missions, strict=True)]
+
+
 def decode_mission(row: np.ndarray) -> str:
     return np.asarray(row, dtype=np.uint8).tobytes().split(b"\0", 1)[0].decode("utf-8")
 

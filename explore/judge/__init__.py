@@ -8,6 +8,8 @@ One interface (`Judge`, explore/judge/base.py), four backends:
 - "local" (LocalJudge): a local transformers model directory ("llm" extra); P(" yes") against
   P(" no"), and the likelihood of each option.
 - "uniform" (UniformJudge): needs nothing; every state is interesting, choices are uniform.
+- "oracle" (OracleJudge): a rule-based ORACLE, not a model: prefers text that mentions progress
+  (keys, doors, stairs, new rooms); tests the machinery where no strong model can be downloaded.
 
 "embedding" is the default: it works offline on a fresh machine. The language-model judges fall back
 to "embedding" (or "uniform") for whatever they cannot answer, log it once per kind of failure and
@@ -19,6 +21,7 @@ count it in `metrics()["judge/fallbacks"]`.
     judge.is_interesting(new_texts)                   # score >= judge.threshold
     judge.choose_state(candidate_texts, context=goal) # -> index to return to
     judge.choose_action(state, untried, tried=tried)  # -> index of the action to take
+    judge.prefer([(caption_a, caption_b)])            # -> [P(a is the more interesting)] (Motif)
     judge.metrics()                                   # judge/calls, tokens, cache_hits, fallbacks, ...
 """
 
@@ -29,9 +32,10 @@ from typing import Any
 
 from explore.errors import ConfigError
 from explore.judge.base import Judge, JudgeFailure, parse_index, parse_score
+from explore.judge.oracle import OracleJudge
 from explore.judge.uniform import UniformJudge
 
-JUDGE_KINDS = ("embedding", "http", "local", "uniform")
+JUDGE_KINDS = ("embedding", "http", "local", "uniform", "oracle")
 
 _EXPORTS = {
     "EmbeddingJudge": "explore.judge.embedding",
@@ -44,6 +48,7 @@ __all__ = [
     "JUDGE_KINDS",
     "Judge",
     "JudgeFailure",
+    "OracleJudge",
     "UniformJudge",
     "make_judge",
     "parse_index",
@@ -53,7 +58,7 @@ __all__ = [
 
 
 def make_judge(kind: str = "embedding", **kwargs: Any) -> Judge:
-    """A judge by name: "embedding" (default), "http", "local" or "uniform"; kwargs go to its class.
+    """A judge by name: "embedding" (default), "http", "local", "uniform" or "oracle"; kwargs go to its class.
 
     Raises ConfigError for an unknown kind or a missing model path/name, and MissingDependencyError
     (naming the extra to install) when the backend's packages are absent.
@@ -77,6 +82,8 @@ def make_judge(kind: str = "embedding", **kwargs: Any) -> Judge:
         return LocalJudge(**kwargs)
     if kind == "uniform":
         return UniformJudge(**kwargs)
+    if kind == "oracle":
+        return OracleJudge(**kwargs)
     raise ConfigError(f"unknown judge kind {kind!r}: expected one of {', '.join(JUDGE_KINDS)}")
 
 

@@ -8,6 +8,11 @@ A judge answers the three questions Intelligent Go-Explore (Lu et al. 2024) asks
 - `choose_state(states, context="") -> int`: which archived state to return to.
 - `choose_action(state, actions, context="", tried=()) -> int`: which untried action to take.
 
+and one that Motif (Klissarov et al. 2023) asks about pairs of event captions:
+
+- `prefer(pairs, context="") -> list[float]`: P(the first caption of each pair is the more
+  interesting one), in [0, 1]; 0.5 is no preference. Batched where the backend can batch.
+
 Failure handling lives here, once, for every backend: a backend marks a state or a question it could
 not answer (an unreachable server, a timeout, a 5xx after the retries, an unparseable reply after
 its retry, a local model that raised) with a `JudgeFailure`, and the base class answers it with the
@@ -32,6 +37,9 @@ from explore.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+PREFERENCE_CONTEXT = (
+    "explore, make progress (find keys, open doors, take stairs, enter new rooms) and learn about the world"
+)
 METRIC_NAMES = ("judge/calls", "judge/tokens", "judge/cache_hits", "judge/fallbacks", "judge/parse_failures")
 
 
@@ -169,6 +177,33 @@ class Judge(ABC):
             return self._use_fallback([failure]).choose_action(state, actions, context, tried)
         return int(answer)
 
+    def prefer(self, pairs: Sequence[tuple[str, str]], context: str = "") -> list[float]:
+        """P(a is more interesting than b) for each pair (a, b), in [0, 1]; 0.5 means no preference."""
+        pairs = [(str(a), str(b)) for a, b in pairs]
+        if not pairs:
+            return []
+        out: list[Any] = self._guard(lambda: self._prefer(pairs, context), len(pairs))
+        bad = [i for i, v in enumerate(out) if isinstance(v, JudgeFailure)]
+        if bad:
+            fallback = self._use_fallback([out[i] for i in bad])
+            for i, value in zip(bad, fallback.prefer([pairs[i] for i in bad], context), strict=True):
+                out[i] = value
+        return [min(1.0, max(0.0, float(v))) for v in out]
+
+    def _prefer(self, pairs: list[tuple[str, str]], context: str) -> list[float | JudgeFailure]:
+        """Default: `choose_state` between the two captions of each pair (1.0: the first, 0.0: the second)."""
+        out: list[float | JudgeFailure] = []
+        for a, b in pairs:
+            if a == b:
+                out.append(0.5)
+                continue
+            answer = self._choose_state([a, b], context or PREFERENCE_CONTEXT)
+            if isinstance(answer, JudgeFailure):
+                out.append(answer)
+            else:
+                out.append({0: 1.0, 1: 0.0}.get(int(answer), JudgeFailure("out_of_range")))
+        return out
+
     @abstractmethod
     def _score(self, states: list[str], archive: list[str]) -> list[float | JudgeFailure]: ...
 
@@ -295,6 +330,19 @@ class Judge(ABC):
             "Which state is the most promising to return to and explore from? "
             "Answer with the number of the state.",
             "Answer: State",
+        ]
+        return "\n".join(lines)
+
+    def preference_prompt(self, first: str, second: str, context: str = "") -> str:
+        """Motif's question about two event captions; the reply names option 0 or 1."""
+        lines = [
+            "You are helping an agent explore a game. Two events it caused are described below.",
+            f"Goal: {self._cut(context or PREFERENCE_CONTEXT)}",
+            f"Option 0: {self._cut(first)}",
+            f"Option 1: {self._cut(second)}",
+            "Which event shows more progress or a more interesting discovery? Answer with the number of "
+            "the option.",
+            "Answer: Option",
         ]
         return "\n".join(lines)
 

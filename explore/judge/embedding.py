@@ -9,6 +9,8 @@ sentence-transformers directory (`model_path`). Both are the "judge" extra.
 - choose_state: the candidate farthest from the rest of the archive (1 - its highest cosine
   similarity to any other archived state), divided by sqrt(1 + times this judge chose it), so that
   isolated states at the frontier are preferred and no state is chosen forever. Ties go to the rng.
+- prefer: the caption of a pair that is farther from the rest of the archive (`novelty`) is preferred
+  (1.0 or 0.0; 0.5 when the two are within 1e-6): novelty stands in for interestingness offline.
 - choose_action: the action whose text is least similar to the actions already tried from the state
   (the highest cosine similarity to a tried action is minimized); with nothing tried yet, uniform.
 
@@ -210,6 +212,15 @@ class EmbeddingJudge(Judge):
         index = self.rng.choice([i for i, v in enumerate(values) if v >= best - 1e-6])
         self.chosen[states[index]] += 1
         return index
+
+    def _prefer(self, pairs: list[tuple[str, str]], context: str) -> list[float | JudgeFailure]:
+        texts = list(dict.fromkeys(t for pair in pairs for t in pair))
+        novelty = dict(zip(texts, self.novelty(texts), strict=True))
+        out: list[float | JudgeFailure] = []
+        for a, b in pairs:
+            gap = novelty[a] - novelty[b]
+            out.append(0.5 if abs(gap) <= 1e-6 else float(gap > 0))
+        return out
 
     def _choose_action(self, state: str, actions: list[str], context: str, tried: list[str]) -> int:
         if not tried:

@@ -179,6 +179,10 @@ class HTTPJudge(Judge):
         prompts = [self.score_prompt(s, archive) for s in states]
         return self._ask(prompts, lambda reply, i: parse_score(reply))
 
+    def _prefer(self, pairs: list[tuple[str, str]], context: str) -> list[float | JudgeFailure]:
+        prompts = [self.preference_prompt(a, b, context) for a, b in pairs]  # one batch of requests
+        return self._ask(prompts, lambda reply, i: {0: 1.0, 1: 0.0}.get(parse_index(reply, 2)))
+
     def _choose_state(self, states: list[str], context: str) -> int | JudgeFailure:
         return self._ask([self.state_prompt(states, context)], lambda r, i: parse_index(r, len(states)))[0]
 

