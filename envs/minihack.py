@@ -73,7 +73,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import RowCaptions, StepResult, VecEnv, available_cpus, check_actions, exit_reason, worker_context
+from envs.core import (
+    RowCaptions,
+    StepResult,
+    VecEnv,
+    available_cpus,
+    check_actions,
+    exit_reason,
+    worker_context,
+)
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)
