@@ -210,6 +210,18 @@ def _union_us(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
+OP_PARTS = ("backward", "optimizer", "forward_and_other")
+
+
+def op_part(name: str) -> str:
+    """Which part of an update a top-level op belongs to, by the names torch's profiler gives them."""
+    if name.startswith("autograd::engine::evaluate_function"):
+        return "backward"
+    if name.startswith("Optimizer."):  # Optimizer.step#Adam.step, Optimizer.zero_grad#Adam.zero_grad
+        return "optimizer"
+    return "forward_and_other"  # forward passes, losses, gradient clipping, indexing
+
+
 def summarize_profile(prof: Any, wall_s: float, on_cuda: bool) -> dict[str, Any]:
     """Where one update's time goes, from a torch.profiler run over it.
 
@@ -217,7 +229,8 @@ def summarize_profile(prof: Any, wall_s: float, on_cuda: bool) -> dict[str, Any]
       device, and it is the union of the top-level torch ops' intervals.
     - torch_ops_ms: the union of the top-level CPU op intervals (every thread): time inside torch,
       kernel launches included. outside_ops_ms = wall - torch_ops_ms: the trainer's Python, the
-      interpreter, and waits outside any op.
+      interpreter, and waits outside any op. ops_<part>_ms splits torch_ops_ms into the backward
+      pass, the optimizer, and the rest (forward passes, losses, clipping), on the CPU side.
     - launch_calls / launch_api_ms: the CUDA launch and async-copy calls and their CPU time.
     - top: the TOP_KERNELS kernels (CPU: ops) by self device (CPU: self CPU) time.
     """
@@ -225,8 +238,14 @@ def summarize_profile(prof: Any, wall_s: float, on_cuda: bool) -> dict[str, Any]
 
     events = prof.events()
     cpu_events = [e for e in events if e.device_type == DeviceType.CPU]
-    top_level = [(e.time_range.start, e.time_range.end) for e in cpu_events if e.cpu_parent is None]
-    torch_ops_us = _union_us(top_level)
+    top_level = [e for e in cpu_events if e.cpu_parent is None]
+    torch_ops_us = _union_us([(e.time_range.start, e.time_range.end) for e in top_level])
+    parts_us = {
+        part: _union_us(
+            [(e.time_range.start, e.time_range.end) for e in top_level if op_part(e.name) == part]
+        )
+        for part in OP_PARTS
+    }
     kernels = [(e.time_range.start, e.time_range.end) for e in events if e.device_type == DeviceType.CUDA]
     launches = [e for e in cpu_events if e.name in LAUNCH_CALLS]
     device_busy_us = _union_us(kernels) if on_cuda else torch_ops_us
@@ -247,6 +266,7 @@ def summarize_profile(prof: Any, wall_s: float, on_cuda: bool) -> dict[str, Any]
         "torch_ops_ms": round(torch_ops_us / 1e3, 2),
         "outside_ops_ms": round(max(0.0, wall_ms - torch_ops_us / 1e3), 2),
         "outside_ops_share": round(max(0.0, 1.0 - torch_ops_us / 1e3 / wall_ms), 3),
+        **{f"ops_{part}_ms": round(us / 1e3, 2) for part, us in parts_us.items()},
         "kernel_launches": len(kernels) if on_cuda else 0,
         "launch_calls": len(launches),
         "launch_api_ms": round(sum(e.self_cpu_time_total for e in launches) / 1e3, 2),

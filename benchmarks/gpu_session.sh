@@ -29,7 +29,7 @@ case $phase in
     shift
     start=$(date +%s)
     if [ -d .whl ]; then install .whl || echo "gpu_session.sh: installing the wheels failed; the phases will say what is missing"; fi
-    echo "gpu_session.sh: wheels installed in $(( $(date +%s) - start )) s"
+    echo "gpu_session.sh: the install step took $(( $(date +%s) - start )) s"
     exec python3 benchmarks/gpu_session.py --device cuda "$@" ;;
   install)
     install "${2:?wheel dir}" ;;

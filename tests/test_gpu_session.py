@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,35 @@ def test_union_of_intervals_counts_overlaps_once():
     assert gpu_session._union_us([]) == 0
 
 
+def test_a_profile_of_one_step_splits_into_forward_backward_and_optimizer():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+    optimizer = torch.optim.Adam(model.parameters())
+    x = torch.randn(8, 1, 8, 8)
+
+    def step() -> None:
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # Adam's state is allocated outside the profile
+    start = time.perf_counter()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    summary = gpu_session.summarize_profile(prof, time.perf_counter() - start, on_cuda=False)
+    parts = [summary[f"ops_{part}_ms"] for part in gpu_session.OP_PARTS]
+    assert all(ms > 0 for ms in parts)
+    # one thread: the parts' ops do not overlap, so they add up to the time inside torch ops
+    assert sum(parts) == pytest.approx(summary["torch_ops_ms"], abs=0.03)
+    assert summary["torch_ops_ms"] <= summary["profiled_wall_ms"]
+    names = [row["name"] for row in summary["top"]]
+    assert "aten::convolution_backward" in names or any("conv" in name for name in names)
+    assert gpu_session.op_part("autograd::engine::evaluate_function: ConvolutionBackward0") == "backward"
+    assert gpu_session.op_part("Optimizer.step#Adam.step") == "optimizer"
+    assert gpu_session.op_part("aten::conv2d") == "forward_and_other"
+
+
 @pytest.mark.slow
 def test_every_phase_reports_numbers_in_one_json_and_one_table(tmp_path):
     report = gpu_session.main(Session(out=str(tmp_path), **TINY))
@@ -81,6 +111,8 @@ def test_every_phase_reports_numbers_in_one_json_and_one_table(tmp_path):
             profile["profiled_wall_ms"] - profile["torch_ops_ms"], abs=0.02
         )
         assert profile["kernel_launches"] == 0
+        parts = [profile[f"ops_{part}_ms"] for part in gpu_session.OP_PARTS]
+        assert all(ms > 0 for ms in parts) and sum(parts) == pytest.approx(profile["torch_ops_ms"], abs=0.05)
         top = profile["top"]
         assert 0 < len(top) <= gpu_session.TOP_KERNELS
         assert [row["self_ms"] for row in top] == sorted((row["self_ms"] for row in top), reverse=True)
