@@ -152,6 +152,7 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax_sps, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
     for preset in dict.fromkeys(p["preset"] for p in points):
@@ -165,6 +166,9 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
         (ax_mem, "peak memory of the process tree (MB)"),
     ):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({p["num_envs"] for p in points}))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("envs")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
