@@ -26,7 +26,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.mark.slow
 def test_every_point_gets_a_csv_row_with_numbers_and_the_plot_is_written(tmp_path):
     bench = Bench(
-        presets=("paper", "minigrid"),
+        presets=("paper", "minigrid-fast"),
         env_counts=(2, 4),
         num_steps=8,
         updates=1,
@@ -39,11 +39,11 @@ def test_every_point_gets_a_csv_row_with_numbers_and_the_plot_is_written(tmp_pat
     assert [(r["preset"], int(r["num_envs"])) for r in rows] == [
         ("paper", 2),
         ("paper", 4),
-        ("minigrid", 2),
-        ("minigrid", 4),
+        ("minigrid-fast", 2),
+        ("minigrid-fast", 4),
     ]
-    assert [r["env_id"] for r in rows] == ["MontezumaRevenge-v5"] * 2 + ["MiniGrid-DoorKey-8x8-v0"] * 2
-    assert [r["bonus"] for r in rows] == ["rnd", "rnd", "e3b", "e3b"]
+    assert [r["env_id"] for r in rows] == ["MontezumaRevenge-v5"] * 2 + ["MiniGrid-MultiRoom-N4-S5-v0"] * 2
+    assert [r["bonus"] for r in rows] == ["rnd", "rnd", "none", "none"]
     for row, point in zip(rows, points, strict=True):
         assert list(row) == list(bench_scaling.FIELDS)
         assert int(row["num_steps"]) == 8 and int(row["updates"]) == 2 and row["device"] == "cpu"
