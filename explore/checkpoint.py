@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -72,8 +73,8 @@ def atomic_write_bytes(
     path: Path, write: Callable[[IO[bytes]], Any], keep_previous: Path | None = None
 ) -> None:
     """Write through a temp file in the same folder, fsync it, then rename over `path` (after
-    moving the old `path` to `keep_previous`, when given). A full disk raises DiskFullError and
-    leaves the old file in place."""
+    keeping the old `path` as `keep_previous`, when given: `path` exists at every moment once
+    written). A full disk raises DiskFullError and leaves the old file in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -83,7 +84,7 @@ def atomic_write_bytes(
             f.flush()
             os.fsync(f.fileno())
         if keep_previous is not None and path.is_file():
-            os.replace(path, keep_previous)
+            _copy_atomically(path, keep_previous)  # `path` itself stays in place until the rename below
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -91,6 +92,22 @@ def atomic_write_bytes(
             raise DiskFullError(
                 f"the disk holding {path.parent} is full: {path.name} was not written"
             ) from exc
+        raise
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    """target = source's bytes, through a hard link (no copy) or, where links fail, a copy; then a rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 

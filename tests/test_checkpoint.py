@@ -100,12 +100,24 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, how):
     assert torch.equal(loaded["weights"], state(10)["weights"])
 
 
-def test_a_save_killed_between_the_two_renames_falls_back(tmp_path):
+def test_a_missing_newest_checkpoint_falls_back(tmp_path):
     save_checkpoint(tmp_path, state(10))
     save_checkpoint(tmp_path, state(20))
-    (tmp_path / CHECKPOINT_NAME).unlink()  # moved to prev; the new one not yet renamed in
+    (tmp_path / CHECKPOINT_NAME).unlink()
     with pytest.warns(UserWarning, match="missing"):
         assert load_checkpoint(tmp_path)["global_step"] == 10
+
+
+def test_the_previous_checkpoint_is_copied_where_hard_links_fail(tmp_path, monkeypatch):
+    def no_links(*args):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(checkpoint_module.os, "link", no_links)
+    save_checkpoint(tmp_path, state(10))
+    save_checkpoint(tmp_path, state(20))
+    assert torch.load(tmp_path / PREVIOUS_CHECKPOINT_NAME)["global_step"] == 10
+    assert torch.load(tmp_path / CHECKPOINT_NAME)["global_step"] == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME])
 
 
 def test_both_checkpoints_corrupt_names_both(tmp_path):
