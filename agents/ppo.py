@@ -36,7 +36,7 @@ from tqdm import tqdm
 import envs as env_registry
 from agents.grid_networks import NETWORKS, make_policy
 from agents.ppo_loss import masked_mean, ppo_loss
-from agents.rollout import RolloutBuffer
+from agents.rollout import RolloutBuffer, as_policy_step
 from envs.metrics import DistinctIds
 from envs.registration import EnvSuite
 from explore import distributed
@@ -735,13 +735,9 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
         logger.text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
     logger.text("system/torch_threads", threads_note)
 
-    def policy_step(obs, state, episode_start):
-        """(logits, v_ext, v_int, new_state) of the policy, feed-forward or recurrent alike."""
-        return (*policy(obs), None) if state is None else policy(obs, state, episode_start)
-
     rollout = RolloutBuffer(
         groups,
-        policy_step,
+        as_policy_step(policy),
         config.num_steps,
         device,
         reward_clip=config.reward_clip,

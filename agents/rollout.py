@@ -25,6 +25,16 @@ CoreState = tuple[Tensor, ...]
 PolicyStep = Callable[[Obs, CoreState | None, Tensor], tuple[Tensor, Tensor, Tensor, CoreState | None]]
 
 
+def as_policy_step(policy: Callable[..., Any]) -> PolicyStep:
+    """The PolicyStep of a two-head policy (agents.grid_networks): feed-forward policies take the
+    observation alone and keep no state; recurrent ones take (obs, state, episode starts)."""
+
+    def policy_step(obs: Obs, state: CoreState | None, starts: Tensor):
+        return (*policy(obs), None) if state is None else policy(obs, state, starts)
+
+    return policy_step
+
+
 def flatten_time(x: Tensor) -> Tensor:
     """(T, N, ...) -> (T * N, ...)"""
     return x.reshape(-1, *x.shape[2:])

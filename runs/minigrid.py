@@ -34,7 +34,7 @@ from agents.ppo import (  # noqa: E402
     update_scalars,
     validate,
 )
-from agents.rollout import RolloutBuffer  # noqa: E402
+from agents.rollout import RolloutBuffer, as_policy_step  # noqa: E402
 from explore.device import resolve_device  # noqa: E402
 from explore.distributed import DistContext  # noqa: E402
 from explore.logger import Logger  # noqa: E402
@@ -74,10 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 )
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=1e-5)
 
-    def policy_step(obs, state, starts):  # (logits, v_ext, v_int, new recurrent state or None)
-        return (*agent(obs), None) if state is None else agent(obs, state, starts)
-
-    initial_state = agent.initial_state(config.num_envs, device) if config.use_lstm else None
+    initial_state = agent.initial_state(config.num_envs, device) if config.use_lstm else None  # LSTM core
+    policy_step = as_policy_step(agent)  # (obs, state, starts) -> (logits, v_ext, v_int, new state)
     rollout = RolloutBuffer(
         groups,
         policy_step,
