@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,23 +31,26 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs as env_registry
 from agents.grid_networks import NETWORKS, make_policy
+from agents.ppo_loss import masked_mean, ppo_loss
+from agents.rollout import RolloutBuffer, as_policy_step
+from envs.metrics import DistinctIds
+from envs.registration import EnvSuite
 from explore import distributed
 from explore.bonus import BonusModule
-from explore.checkpoint import load_checkpoint, save_checkpoint, save_config
+from explore.checkpoint import Checkpointer, resolve_resume, save_config
 from explore.combine import BonusContext, build_bonus, parse_bonus
 from explore.credit import rollout_advantages
+from explore.device import resolve_device
 from explore.distributed import DistContext
 from explore.errors import ConfigError
-from explore.obs import allocate_obs, cat_obs, map_obs, obs_to_tensor, write_obs
+from explore.logger import Logger
+from explore.obs import Obs, map_obs
 from explore.progress import progress_fields
 from explore.system import env_threads, set_torch_threads
-
-MONTEZUMA_ROOM_RAM_INDEX = 3
 
 
 @dataclass
@@ -321,20 +325,6 @@ def validate(config: Config) -> None:
 EXPLORATION_METRICS = {"cells": "cells", "distinct_states": "unique_states"}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    return device
-
-
 def default_run_dir(config: Config) -> Path:
     name = f"{env_registry.registration.strip_namespace(config.env_id)}__{config.bonus}__{config.seed}__{int(time.time())}"
     return Path("runs") / name
@@ -357,11 +347,6 @@ def minibatch_indices(config: Config, device: torch.device):
     for start in range(0, N, envs_per_minibatch):
         mb_envs = env_order[start : start + envs_per_minibatch]
         yield (torch.arange(T, device=device)[:, None] * N + mb_envs[None, :]).reshape(-1), mb_envs
-
-
-def flatten_time(x: Tensor) -> Tensor:
-    """(T, N, ...) -> (T * N, ...)"""
-    return x.reshape(-1, *x.shape[2:])
 
 
 def make_bonus(config: Config, observation_space, action_space, device: torch.device) -> BonusModule | None:
@@ -432,9 +417,7 @@ def ppo_update(
             sums = distributed.all_reduce_sum_(torch.stack([mask.sum(), (adv * mask).sum()]))
             count = sums[0].clamp(min=1)
 
-            def share(x: Tensor) -> Tensor:
-                """This rank's share of the global masked mean of x (the mean itself in one process)."""
-                return (x * mask).sum() / count  # noqa: B023 (used inside this iteration only)
+            share = masked_mean(mask, count)  # this rank's share of the global masked mean
 
             mb_state = None if initial_state is None else tuple(x[:, mb_envs] for x in initial_state)
             with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
@@ -444,19 +427,21 @@ def ppo_update(
                     logits, v_ext, v_int, _ = policy(mb["obs"], mb_state, mb["starts"])
             pi = Categorical(logits=logits.float())
             logratio = pi.log_prob(mb["actions"]) - mb["logprobs"]
-            ratio = logratio.exp()
             if config.norm_adv:
                 adv_mean = sums[1] / count
                 adv_var = distributed.all_reduce_sum_(share((adv - adv_mean) ** 2))
                 adv = (adv - adv_mean) / (adv_var.sqrt() + 1e-8)
-            pg_loss = share(
-                torch.max(-adv * ratio, -adv * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef))
+            terms = ppo_loss(
+                logratio,
+                adv,
+                pi.entropy(),
+                [(v_ext.float(), mb["ret_ext"]), (v_int.float(), mb["ret_int"])],
+                clip_coef=config.clip_coef,
+                ent_coef=config.ent_coef,
+                vf_coef=config.vf_coef,
+                policy_mean=share,
             )
-            v_loss = 0.5 * (
-                share((v_ext.float() - mb["ret_ext"]) ** 2) + share((v_int.float() - mb["ret_int"]) ** 2)
-            )
-            entropy = share(pi.entropy())
-            loss = pg_loss - config.ent_coef * entropy + config.vf_coef * v_loss
+            loss = terms.loss
             bonus_loss = torch.zeros((), device=device)
             if bonus is not None:
                 with torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
@@ -469,51 +454,231 @@ def ppo_update(
             distributed.all_reduce_gradients(trainable)  # sum of the ranks' shares: the global gradient
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
             optimizer.step()
-            with torch.no_grad():
-                approx_kl = share((ratio - 1) - logratio)
-                clipfrac = share(((ratio - 1.0).abs() > config.clip_coef).float())
-                stats += torch.stack([pg_loss, v_loss, entropy, approx_kl, clipfrac, bonus_loss]).detach()
+            stats += torch.stack(
+                [terms.policy, terms.value, terms.entropy, terms.approx_kl, terms.clipfrac, bonus_loss]
+            ).detach()
             num_minibatches += 1
     distributed.all_reduce_sum_(stats)  # the ranks' shares add up to the global means
     names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "bonus_loss")
     return dict(zip(names, (stats / max(num_minibatches, 1)).tolist(), strict=True))
 
 
-class _NoWriter:
-    """Stands in for the SummaryWriter on ranks other than 0: they log nothing."""
+# --- the pieces of `train`, in the order it uses them ----------------------------------------------
 
-    def add_scalar(self, *args, **kwargs) -> None:
-        pass
 
-    def add_text(self, *args, **kwargs) -> None:
-        pass
+def seed_everything(config: Config, dist: DistContext) -> None:
+    """Rank r: its own sampling seed (rank 0 is the single-process run)."""
+    random.seed(config.seed + dist.rank)
+    np.random.seed(config.seed + dist.rank)
+    torch.manual_seed(config.seed + dist.rank)
+
+
+def make_env_groups(config: Config, dist: DistContext) -> tuple[list[env_registry.VecEnv], EnvSuite]:
+    """`env_groups` vector envs of num_envs / env_groups each (seeds offset by rank), and their suite."""
+    suite = env_registry.find_suite(config.env_id)
+    env_kwargs = suite.config_kwargs(config)
+    group_size = config.num_envs // config.env_groups
+    env_seed = config.seed + dist.rank * config.num_envs
+    groups = [
+        env_registry.make(config.env_id, num_envs=group_size, seed=env_seed + g * group_size, **env_kwargs)
+        for g in range(config.env_groups)
+    ]
+    return groups, suite
+
+
+def training_state(
+    agent: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bonus: BonusModule | None,
+    info_metrics: list[DistinctIds],
+    global_step: int,
+    update: int,
+) -> dict[str, Any]:
+    """What a checkpoint holds besides the RNG states (explore.checkpoint.Checkpointer adds those)."""
+    return {
+        "agent": agent.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "bonus": bonus.state_dict() if bonus is not None else None,
+        "info_metrics": {metric.name: metric.state_dict() for metric in info_metrics},
+        "global_step": global_step,
+        "update": update,
+    }
+
+
+def load_training_state(
+    resumed: dict[str, Any],
+    agent: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bonus: BonusModule | None,
+    info_metrics: list[DistinctIds],
+    dist: DistContext,
+) -> None:
+    agent.load_state_dict(resumed["agent"])
+    optimizer.load_state_dict(resumed["optimizer"])
+    if bonus is not None:
+        bonus.load_state_dict(resumed["bonus"])
+        if dist.active or resumed.get("world_size", 1) != dist.world_size:
+            distributed.reset_rank_local_state(bonus)  # the checkpoint holds rank 0's carries only
+    saved_metrics = resumed.get("info_metrics", {})
+    if "rooms_seen" in resumed:  # checkpoints written before the suites owned their metrics
+        saved_metrics = {"rooms_visited": resumed["rooms_seen"]}
+    for metric in info_metrics:
+        if metric.name in saved_metrics:
+            metric.load_state_dict(saved_metrics[metric.name])
+
+
+def score(bonus: BonusModule | None, rollout: RolloutBuffer, next_obs: Obs) -> Tensor:
+    """The intrinsic reward of every step of the rollout (zeros without a bonus)."""
+    if bonus is None:
+        return torch.zeros_like(rollout.rewards)
+    batch = {
+        "obs": rollout.obs,
+        "next_obs": next_obs,
+        "actions": rollout.actions,
+        "valid": rollout.valid,
+        "dones": rollout.terminated | rollout.truncated,
+    }
+    return bonus.bonus(batch)
+
+
+def assign_credit(
+    config: Config, rollout: RolloutBuffer, int_rewards: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(advantages, extrinsic returns, intrinsic returns): GAE per stream, the advantages weighted
+    ext_coef * A_ext + int_coef * A_int. The extrinsic stream is episodic; the intrinsic one only
+    with --int-episodic."""
+    last_v_ext, last_v_int = rollout.bootstrap_values()
+    flags = (rollout.terminated, rollout.truncated, rollout.valid)
+    adv_ext, ret_ext = rollout_advantages(
+        rollout.rewards, rollout.values_ext, last_v_ext, *flags, config.gamma, config.gae_lambda
+    )
+    adv_int, ret_int = rollout_advantages(
+        int_rewards,
+        rollout.values_int,
+        last_v_int,
+        *flags,
+        config.int_gamma,
+        config.gae_lambda,
+        episodic=config.int_episodic,
+    )
+    return config.ext_coef * adv_ext + config.int_coef * adv_int, ret_ext, ret_int
+
+
+def rollout_summary(
+    rollout: RolloutBuffer, int_rewards: Tensor, info_metrics: list[DistinctIds]
+) -> dict[str, Any]:
+    """The rollout's figures over every rank: the one host sync of an update (under torchrun one
+    all-reduce of the sums and one all-gather of the finished episodes). Merges the info metrics."""
+    valid = rollout.valid
+    sums = [torch.stack([(int_rewards * valid).sum(), valid.sum().float()])]
+    totals = distributed.all_reduce_sum_(
+        torch.cat(sums + [metric.table_as_counts() for metric in info_metrics])
+    )
+    offset = 2
+    for metric in info_metrics:
+        size = metric.table_as_counts().numel()
+        metric.merge_counts(totals[offset : offset + size])
+        offset += size
+    episodes = torch.cat(distributed.all_gather_variable(rollout.finished_episodes())).tolist()
+    return {"intrinsic_reward": float(totals[0] / totals[1].clamp(min=1)), "episodes": episodes}
+
+
+def update_scalars(
+    meter: ProgressMeter,
+    optimizer: torch.optim.Optimizer,
+    stats: dict[str, float],
+    bonus: BonusModule | None,
+    summary: dict[str, Any],
+    info_metrics: list[DistinctIds],
+    global_step: int,
+) -> dict[str, float]:
+    """The scalars logged once per update (besides each finished episode's return and length)."""
+    logged = {
+        "charts/SPS": meter.sps(global_step),
+        "charts/learning_rate": optimizer.param_groups[0]["lr"],
+        "charts/intrinsic_reward": summary["intrinsic_reward"],
+        **{
+            f"losses/{name}": stats[name]
+            for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac")
+        },
+    }
+    if bonus is not None:
+        logged[f"losses/{bonus.name}_loss"] = stats["bonus_loss"]
+        for key, value in bonus.metrics().items():
+            logged[f"{bonus.name}/{key}"] = value
+            short = key.rsplit("/", 1)[-1]
+            if short in EXPLORATION_METRICS:  # also under the exploration/ names DESIGN.md lists
+                logged[f"exploration/{EXPLORATION_METRICS[short]}"] = value
+        parts = bonus.parts() if hasattr(bonus, "parts") else {bonus.kind: logged["charts/intrinsic_reward"]}
+        logged.update({f"charts/bonus_{kind}": value for kind, value in parts.items()})
+    for metric in info_metrics:  # the suite's own exploration measures
+        logged[f"exploration/{metric.name}"] = metric.value()
+    return logged
+
+
+class ProgressMeter:
+    """The progress bar and the speed figures: SPS, steady-state SPS (without the first update's
+    allocation and compilation), seconds in ppo_update and in its collectives."""
+
+    def __init__(self, config: Config, dist: DistContext, global_step: int, total: int):
+        self.bar = tqdm(
+            total=total,
+            initial=global_step,
+            disable=not (config.progress and dist.is_main),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.start_time, self.start_step = time.time(), global_step
+        self.steady_start, self.steady_step = self.start_time, self.start_step
+        self.update_seconds, self.comm_seconds = 0.0, 0.0
+        self.latest_return = float("nan")
+        self.updates = 0
+
+    @contextmanager
+    def timing_update(self) -> Iterator[None]:
+        update_start, comm_start = time.perf_counter(), distributed.comm_seconds()
+        yield
+        self.update_seconds += time.perf_counter() - update_start
+        self.comm_seconds += distributed.comm_seconds() - comm_start
+
+    def sps(self, global_step: int) -> int:
+        return int((global_step - self.start_step) / (time.time() - self.start_time))
+
+    def advance(self, global_step: int, steps: int, episodes: list, logged: dict[str, float]) -> None:
+        if episodes:
+            self.latest_return = episodes[-1][0]
+        self.updates += 1
+        if self.updates == 1:
+            self.steady_start, self.steady_step = time.time(), global_step
+        self.bar.update(steps)
+        successes = [success for _, _, success in episodes if success == success]  # not NaN
+        self.bar.set_postfix(
+            progress_fields(logged["charts/SPS"], self.latest_return, logged, successes), refresh=False
+        )
 
     def close(self) -> None:
-        pass
+        self.bar.close()
 
-
-def _load_resumed(run_dir: Path, device: torch.device, dist: DistContext) -> dict[str, Any]:
-    """The checkpoint of `run_dir`; under several ranks rank 0 reads it and broadcasts it (no shared
-    file system needed for resuming) and every rank raises the same error when it is missing."""
-    if not dist.active:
-        return load_checkpoint(run_dir, map_location=device)
-    loaded: Any = None
-    if dist.is_main:
-        try:
-            loaded = load_checkpoint(run_dir, map_location="cpu")
-        except FileNotFoundError as exc:
-            loaded = exc
-    loaded = dist.broadcast_object(loaded)
-    if isinstance(loaded, FileNotFoundError):
-        raise FileNotFoundError(str(loaded))
-    return loaded
+    def summary(self, global_step: int) -> dict[str, float]:
+        out = {
+            "global_step": global_step,
+            "latest_return": self.latest_return,
+            "update_seconds": self.update_seconds,
+            "comm_seconds": self.comm_seconds,
+        }
+        if self.updates > 1:
+            out["steady_sps"] = (global_step - self.steady_step) / (time.time() - self.steady_start)
+        return out
 
 
 def train(config: Config) -> dict[str, float]:
     """Train PPO (+ bonus) as `config` says; returns the final logged scalars.
 
-    Under torchrun it starts the process group (nccl on cuda, gloo on cpu) and ends it on return.
+    With `config.resume` the run continues from its checkpoint with its saved config, the fields
+    set in `config` on top (explore.checkpoint.resolve_resume, as the CLI does). Under torchrun it
+    starts the process group (nccl on cuda, gloo on cpu) and ends it on return.
     """
+    config = resolve_resume(config)
     validate(config)
     dist = distributed.setup(resolve_device(config.device))
     try:
@@ -527,34 +692,21 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
     # a default run directory holds a time stamp: rank 0's name is everyone's
     run_dir = Path(dist.broadcast_object(str(config.resume or config.run_dir or default_run_dir(config))))
     config = dataclasses.replace(config, run_dir=str(run_dir))
-    resumed = _load_resumed(run_dir, device, dist) if config.resume else None
+    checkpointer = Checkpointer(run_dir, dist)
+    resumed = checkpointer.load(device) if config.resume else None
     if dist.is_main:
         save_config(run_dir, config)
-
-    # rank r: its own sampling seed and env seeds (rank 0 is the single-process run)
-    random.seed(config.seed + dist.rank)
-    np.random.seed(config.seed + dist.rank)
-    torch.manual_seed(config.seed + dist.rank)
-    env_seed = config.seed + dist.rank * config.num_envs
+    seed_everything(config, dist)
     use_amp = config.amp and device.type == "cuda"
 
-    # --- environments: `env_groups` vector envs of num_envs / env_groups each ---
-    group_size = config.num_envs // config.env_groups
-    env_kwargs = env_registry.find_suite(config.env_id).config_kwargs(config)
-    groups = [
-        env_registry.make(config.env_id, num_envs=group_size, seed=env_seed + g * group_size, **env_kwargs)
-        for g in range(config.env_groups)
-    ]
-    group_slices = [slice(g * group_size, (g + 1) * group_size) for g in range(config.env_groups)]
+    # --- environments, agent, bonus, optimizer ---
+    groups, suite = make_env_groups(config, dist)
     threads_note = set_torch_threads(config.torch_threads, env_threads(groups), log=dist.is_main)
-    obs_space = groups[0].single_observation_space
-    num_actions = int(groups[0].single_action_space.n)
-    track_rooms = "MontezumaRevenge" in config.env_id
-
-    # --- agent, bonus, optimizer ---
+    obs_space, action_space = groups[0].single_observation_space, groups[0].single_action_space
     policy_kwargs = {"use_lstm": True} if config.use_lstm else {}
-    agent = make_policy(obs_space, num_actions, network=config.network, **policy_kwargs).to(device)
-    bonus = make_bonus(config, obs_space, groups[0].single_action_space, device)
+    agent = make_policy(obs_space, int(action_space.n), network=config.network, **policy_kwargs).to(device)
+    policy = torch.compile(agent) if config.compile else agent
+    bonus = make_bonus(config, obs_space, action_space, device)
     trainable = list(agent.parameters())
     if bonus is not None:
         bonus.to(device)
@@ -562,294 +714,88 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
         if dist.active:
             distributed.mark_for_sync(bonus)  # running statistics and count tables merge across ranks
     optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=1e-5)
-    policy = torch.compile(agent) if config.compile else agent
+    info_metrics = suite.info_metrics(config.env_id, device)  # e.g. Montezuma's rooms
 
     global_step, start_update = 0, 0
-    rooms_seen = torch.zeros(256, dtype=torch.bool, device=device)
     if resumed is not None:  # every rank loads the same global state
-        agent.load_state_dict(resumed["agent"])
-        optimizer.load_state_dict(resumed["optimizer"])
-        if bonus is not None:
-            bonus.load_state_dict(resumed["bonus"])
-            if dist.active or resumed.get("world_size", 1) != dist.world_size:
-                distributed.reset_rank_local_state(bonus)  # the checkpoint holds rank 0's carries only
-        rooms_seen.copy_(resumed["rooms_seen"])
         global_step, start_update = resumed["global_step"], resumed["update"]
-        rank_rng = resumed.get("rank_rng") or [(resumed["torch_rng"], resumed["numpy_rng"])]
-        if dist.rank < len(rank_rng):  # a rank the saving run did not have keeps its fresh seed
-            torch.set_rng_state(rank_rng[dist.rank][0])
-            np.random.set_state(rank_rng[dist.rank][1])
+        load_training_state(resumed, agent, optimizer, bonus, info_metrics, dist)
+        checkpointer.restore_rng(resumed)
     else:
         distributed.broadcast_module_(agent)  # rank 0's initial weights everywhere
         if bonus is not None:
             distributed.broadcast_module_(bonus)  # e.g. RND's random target
         if bonus is not None and hasattr(bonus, "warmup") and config.rnd_warmup_iterations > 0:
             for g, envs in enumerate(groups):  # observation statistics from a random agent (of all ranks)
-                bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=env_seed + g)
-
-    # on resume, TensorBoard drops the events of steps >= purge_step (written after the checkpoint); the
-    # checkpoint's own update logged at global_step, so the purge starts one step later
-    writer = (
-        SummaryWriter(str(run_dir), purge_step=global_step + 1 if resumed else None, flush_secs=20)
-        if dist.is_main
-        else _NoWriter()
-    )
+                seed = config.seed + dist.rank * config.num_envs + g
+                bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=seed)
+    logger = Logger(run_dir, dist, resumed_step=global_step if resumed else None)
+    checkpointer.before_save = logger.flush  # what a checkpoint's step logged is on disk with it
     if resumed is None:
-        writer.add_text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
-    writer.add_text("system/torch_threads", threads_note)
+        logger.text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
+    logger.text("system/torch_threads", threads_note)
 
-    # --- rollout storage, on the device ---
-    T, N = config.num_steps, config.num_envs
-    obs = allocate_obs(obs_space, (T, N), device)
-    actions = torch.zeros((T, N), dtype=torch.long, device=device)
-    logprobs = torch.zeros((T, N), device=device)
-    rewards = torch.zeros((T, N), device=device)
-    terminated = torch.zeros((T, N), dtype=torch.bool, device=device)
-    truncated = torch.zeros((T, N), dtype=torch.bool, device=device)
-    valid = torch.zeros((T, N), dtype=torch.bool, device=device)
-    values_ext = torch.zeros((T, N), device=device)
-    values_int = torch.zeros((T, N), device=device)
-    finished_returns = torch.full((T, N), float("nan"), device=device)
-    finished_lengths = torch.zeros((T, N), dtype=torch.long, device=device)
-    finished_success = torch.full((T, N), float("nan"), device=device)
-
-    next_obs = allocate_obs(obs_space, (N,), device)
-    next_valid = torch.ones(N, dtype=torch.bool, device=device)
-    # recurrent policies: starts[t] marks obs[t] as an episode's first (the obs after a dummy step)
-    starts = torch.zeros((T, N), dtype=torch.bool, device=device)
-    next_start = torch.ones(N, dtype=torch.bool, device=device)
-    core_state = agent.initial_state(N, device) if config.use_lstm else None
-
-    def evaluate(observation, state, episode_start):
-        """(logits, v_ext, v_int, new_state) of the policy, feed-forward or recurrent alike."""
-        if state is None:
-            return (*policy(observation), None)
-        return policy(observation, state, episode_start)
-
-    episode_return = torch.zeros(N, device=device)
-    episode_length = torch.zeros(N, dtype=torch.long, device=device)
-    for envs, sl in zip(groups, group_slices, strict=True):
-        first_obs, _ = envs.reset()
-        write_obs(next_obs, sl, obs_to_tensor(first_obs, device))
+    rollout = RolloutBuffer(
+        groups,
+        as_policy_step(policy),
+        config.num_steps,
+        device,
+        reward_clip=config.reward_clip,
+        use_amp=use_amp,
+        initial_state=agent.initial_state(config.num_envs, device) if config.use_lstm else None,
+        info_metrics=info_metrics,
+    )
+    rollout.reset()
     if bonus is not None:  # every env starts a new episode (also on resume: episodic memory is stale)
-        bonus.reset(torch.ones(N, dtype=torch.bool, device=device))
-
-    def act(g: int, step: int) -> None:
-        """Choose actions for group g from its latest observation and send them to its envs."""
-        sl = group_slices[g]
-        group_obs = map_obs(lambda x: x[sl], next_obs)
-        write_obs(obs, (step, sl), group_obs)
-        valid[step, sl] = next_valid[sl]
-        starts[step, sl] = next_start[sl]
-        group_state = None if core_state is None else tuple(x[:, sl] for x in core_state)
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            logits, v_ext, v_int, group_state = evaluate(group_obs, group_state, next_start[sl])
-        if core_state is not None:
-            for full, part in zip(core_state, group_state, strict=True):
-                full[:, sl] = part.float()
-        dist = Categorical(logits=logits.float())
-        action = dist.sample()
-        actions[step, sl] = action
-        logprobs[step, sl] = dist.log_prob(action)
-        values_ext[step, sl] = v_ext.float()
-        values_int[step, sl] = v_int.float()
-        groups[g].send(action.cpu().numpy())  # the one host copy per step: the envs need the actions
-
-    def observe(g: int, step: int) -> None:
-        """Receive group g's step results and record them on the device."""
-        sl = group_slices[g]
-        o, r, term, trunc, info = groups[g].recv()
-        r = torch.as_tensor(r, device=device)
-        term = torch.as_tensor(term, device=device)
-        trunc = torch.as_tensor(trunc, device=device)
-        rewards[step, sl] = r.clamp(-config.reward_clip, config.reward_clip)
-        terminated[step, sl] = term
-        truncated[step, sl] = trunc
-        write_obs(next_obs, sl, obs_to_tensor(o, device))
-        done = term | trunc
-        next_valid[sl] = ~done
-        next_start[sl] = ~valid[step, sl]  # the obs after a dummy step is a reset observation
-        episode_return[sl] += r
-        episode_length[sl] += valid[step, sl].long()
-        finished_returns[step, sl] = torch.where(done, episode_return[sl], torch.nan)
-        finished_lengths[step, sl] = episode_length[sl]
-        if "success" in info:
-            success = torch.as_tensor(info["success"], device=device)
-            finished_success[step, sl] = torch.where(done, success.float(), torch.nan)
-        episode_return[sl] *= ~done
-        episode_length[sl] *= ~done
-        if track_rooms:
-            rooms_seen[torch.as_tensor(info["ram"][:, MONTEZUMA_ROOM_RAM_INDEX], device=device).long()] = True
+        bonus.reset(torch.ones(config.num_envs, dtype=torch.bool, device=device))
 
     steps_per_update = config.batch_size * dist.world_size  # every rank's envs
     num_updates = start_update + max(0, (config.total_timesteps - global_step) // steps_per_update)
-    progress = tqdm(
-        total=global_step + (num_updates - start_update) * steps_per_update,
-        initial=global_step,
-        disable=not (config.progress and dist.is_main),
-        unit="step",
-        dynamic_ncols=True,
+    meter = ProgressMeter(
+        config, dist, global_step, total=global_step + (num_updates - start_update) * steps_per_update
     )
-    latest_return = float("nan")
     logged: dict[str, float] = {}
-    start_time, start_step = time.time(), global_step
-    steady_start, steady_step = start_time, start_step
-    update_seconds, comm_seconds = 0.0, 0.0  # time in ppo_update, and in its collectives
-
     for update in range(start_update, num_updates):
         if config.anneal_lr:
             optimizer.param_groups[0]["lr"] = config.learning_rate * (1.0 - update / num_updates)
 
-        # --- collect a rollout; group g simulates while the policy acts for group g+1 ---
-        rollout_start_state = None if core_state is None else tuple(x.clone() for x in core_state)
-        for step in range(T):
-            for g in range(config.env_groups):
-                if step > 0:
-                    observe(g, step - 1)
-                act(g, step)
-        for g in range(config.env_groups):
-            observe(g, T - 1)
+        # --- collect a rollout ---
+        rollout.collect()
         global_step += steps_per_update
 
-        # --- intrinsic reward for the whole rollout in one batched pass ---
-        # the observation after each step (the true final observation at a done)
-        next_obs_seq = cat_obs(map_obs(lambda x: x[1:], obs), map_obs(lambda x: x.unsqueeze(0), next_obs))
-        batch = {
-            "obs": obs,
-            "next_obs": next_obs_seq,
-            "actions": actions,
-            "valid": valid,
-            "dones": terminated | truncated,
-        }
-        int_rewards = bonus.bonus(batch) if bonus is not None else torch.zeros_like(rewards)
+        # --- score: the intrinsic reward of the whole rollout in one batched pass ---
+        next_obs = rollout.next_obs_sequence()
+        int_rewards = score(bonus, rollout, next_obs)
 
         # --- credit: extrinsic episodic; intrinsic non-episodic unless --int-episodic ---
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=use_amp):
-            _, last_v_ext, last_v_int, _ = evaluate(next_obs, core_state, next_start)
-        adv_ext, ret_ext = rollout_advantages(
-            rewards,
-            values_ext,
-            last_v_ext.float(),
-            terminated,
-            truncated,
-            valid,
-            config.gamma,
-            config.gae_lambda,
-        )
-        adv_int, ret_int = rollout_advantages(
-            int_rewards,
-            values_int,
-            last_v_int.float(),
-            terminated,
-            truncated,
-            valid,
-            config.int_gamma,
-            config.gae_lambda,
-            episodic=config.int_episodic,
-        )
-        advantages = config.ext_coef * adv_ext + config.int_coef * adv_int
+        advantages, ret_ext, ret_int = assign_credit(config, rollout, int_rewards)
 
         # --- PPO update ---
-        flat = {
-            "obs": map_obs(flatten_time, obs),
-            "next_obs": map_obs(flatten_time, next_obs_seq),
-            "actions": actions.reshape(-1),
-            "logprobs": logprobs.reshape(-1),
-            "advantages": advantages.reshape(-1),
-            "ret_ext": ret_ext.reshape(-1),
-            "ret_int": ret_int.reshape(-1),
-            "valid": valid.reshape(-1),
-            "starts": starts.reshape(-1),
-        }
-        update_start, comm_start = time.perf_counter(), distributed.comm_seconds()
-        stats = ppo_update(
-            agent, bonus, optimizer, flat, config, dist, initial_state=rollout_start_state, policy=policy
-        )
-        update_seconds += time.perf_counter() - update_start
-        comm_seconds += distributed.comm_seconds() - comm_start
-
-        # --- logging, by rank 0, of every rank's episodes: the one sync per update ---
-        # (under torchrun: one all-reduce of the sums below and one all-gather of finished episodes)
-        totals = distributed.all_reduce_sum_(
-            torch.cat([torch.stack([(int_rewards * valid).sum(), valid.sum().float()]), rooms_seen.float()])
-        )
-        rooms_seen |= totals[2:] > 0
-        done_mask = ~torch.isnan(finished_returns)
-        episodes = torch.stack(
-            [finished_returns[done_mask], finished_lengths[done_mask].float(), finished_success[done_mask]], 1
-        )
-        episodes = torch.cat(distributed.all_gather_variable(episodes)).tolist()
-        successes = [success for _, _, success in episodes if success == success]  # not NaN
-        if successes:
-            writer.add_scalar("charts/success_rate", sum(successes) / len(successes), global_step)
-        for ret, length, _ in episodes:
-            writer.add_scalar("charts/episodic_return", ret, global_step)
-            writer.add_scalar("charts/episodic_length", length, global_step)
-        if episodes:
-            latest_return = episodes[-1][0]
-        sps = int((global_step - start_step) / (time.time() - start_time))
-        logged = {
-            "charts/SPS": sps,
-            "charts/learning_rate": optimizer.param_groups[0]["lr"],
-            "charts/intrinsic_reward": float(totals[0] / totals[1].clamp(min=1)),
-            "losses/policy_loss": stats["policy_loss"],
-            "losses/value_loss": stats["value_loss"],
-            "losses/entropy": stats["entropy"],
-            "losses/approx_kl": stats["approx_kl"],
-            "losses/clipfrac": stats["clipfrac"],
-        }
-        if bonus is not None:
-            logged[f"losses/{bonus.name}_loss"] = stats["bonus_loss"]
-            for key, value in bonus.metrics().items():
-                logged[f"{bonus.name}/{key}"] = value
-                short = key.rsplit("/", 1)[-1]
-                if short in EXPLORATION_METRICS:  # also under the exploration/ names DESIGN.md lists
-                    logged[f"exploration/{EXPLORATION_METRICS[short]}"] = value
-            parts = (
-                bonus.parts() if hasattr(bonus, "parts") else {bonus.kind: logged["charts/intrinsic_reward"]}
+        flat = rollout.flat(next_obs, advantages=advantages, ret_ext=ret_ext, ret_int=ret_int)
+        with meter.timing_update():
+            stats = ppo_update(
+                agent, bonus, optimizer, flat, config, dist, initial_state=rollout.start_state, policy=policy
             )
-            logged.update({f"charts/bonus_{kind}": value for kind, value in parts.items()})
-        if track_rooms:
-            logged["exploration/rooms_visited"] = int(rooms_seen.sum())
-        for key, value in logged.items():
-            writer.add_scalar(key, value, global_step)
-        if update == start_update:  # steady-state SPS leaves out the first update (allocation, compilation)
-            steady_start, steady_step = time.time(), global_step
-        progress.update(steps_per_update)
-        progress.set_postfix(progress_fields(sps, latest_return, logged, successes), refresh=False)
-        finished_returns.fill_(float("nan"))
-        finished_success.fill_(float("nan"))
 
+        # --- log (rank 0, every rank's episodes) and checkpoint ---
+        summary = rollout_summary(rollout, int_rewards, info_metrics)
+        logged = update_scalars(meter, optimizer, stats, bonus, summary, info_metrics, global_step)
+        logger.episodes(summary["episodes"], global_step)
+        logger.scalars(logged, global_step)
+        meter.advance(global_step, steps_per_update, summary["episodes"], logged)
         if (update + 1) % config.checkpoint_interval == 0 or update + 1 == num_updates:
-            # weights, optimizer and bonus statistics are identical on every rank: rank 0 saves them,
-            # with every rank's RNG states (rank-local carries are rank 0's; see docs/distributed.md)
-            rank_rng = dist.all_gather_object((torch.get_rng_state(), np.random.get_state()))
-            if dist.is_main:
-                state = {
-                    "agent": agent.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "bonus": bonus.state_dict() if bonus is not None else None,
-                    "rooms_seen": rooms_seen.cpu(),
-                    "global_step": global_step,
-                    "update": update + 1,
-                    "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": np.random.get_state(),
-                    "world_size": dist.world_size,
-                    "rank_rng": rank_rng,
-                }
-                save_checkpoint(run_dir, state)
+            checkpointer.save(training_state(agent, optimizer, bonus, info_metrics, global_step, update + 1))
 
-    progress.close()
-    writer.close()
+    meter.close()
+    logger.close()
     for envs in groups:
         envs.close()
     dist.barrier()  # every rank returns after rank 0's last checkpoint is on disk
-    logged["global_step"] = global_step
-    logged["latest_return"] = latest_return
-    logged["run_dir"] = str(run_dir)
-    logged["device"] = str(device)
-    logged["rank"], logged["world_size"] = dist.rank, dist.world_size
-    logged["update_seconds"], logged["comm_seconds"] = update_seconds, comm_seconds
-    if num_updates - start_update > 1:
-        logged["steady_sps"] = (global_step - steady_step) / (time.time() - steady_start)
-    return logged
+    return {
+        **logged,
+        **meter.summary(global_step),
+        "run_dir": str(run_dir),
+        "device": str(device),
+        "rank": dist.rank,
+        "world_size": dist.world_size,
+    }

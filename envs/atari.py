@@ -3,7 +3,8 @@
 Defaults: sticky actions p = 0.25, the full 18-action space, episodes cut at 4500 agent steps
 (18000 frames at frame skip 4), 84x84 grayscale frames stacked 4 deep, no life-loss episodes and
 no reward clipping in the env (the trainer clips the extrinsic reward and logs the raw return).
-`info["ram"]` carries the 128-byte console RAM (Montezuma's Revenge keeps its room id in byte 3).
+`info["ram"]` carries the 128-byte console RAM (Montezuma's Revenge keeps its room id in byte 3,
+which the suite's `exploration/rooms_visited` counts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from envs.envpool_base import EnvpoolEnv, EnvpoolVecEnv
+from envs.metrics import DistinctIds
 from explore.errors import require
 
 RND_ATARI_SETTINGS: dict[str, Any] = {
@@ -22,6 +24,13 @@ RND_ATARI_SETTINGS: dict[str, Any] = {
 }
 
 MONTEZUMA_ROOM_RAM_INDEX = 3
+
+# make() kwarg -> the training config's field that sets it (None there: RND's setting above)
+CONFIG_FIELDS = {
+    "repeat_action_probability": "sticky_action_prob",
+    "full_action_space": "full_action_space",
+    "max_episode_steps": "max_episode_steps",
+}
 
 
 def _envpool():
@@ -48,6 +57,13 @@ class AtariVecEnv(EnvpoolVecEnv):
         self.max_episode_steps = int(self._make_kwargs["max_episode_steps"])
 
 
+def info_metrics(env_id: str, device: Any) -> list[DistinctIds]:
+    """Montezuma's Revenge: the rooms visited, from RAM byte 3 (room ids fit in a byte)."""
+    if "MontezumaRevenge" not in env_id:
+        return []
+    return [DistinctIds("rooms_visited", 256, lambda info: info["ram"][:, MONTEZUMA_ROOM_RAM_INDEX], device)]
+
+
 class AtariEnv(EnvpoolEnv):
     """A single Atari game with gymnasium's Env API (the user calls reset after an episode ends)."""
 
@@ -58,7 +74,7 @@ def suite():
     """The Atari suite for envs.registration."""
     import re
 
-    from envs.registration import EnvSuite
+    from envs.registration import EnvSuite, kwargs_from_fields
 
     return EnvSuite(
         name="atari",
@@ -67,9 +83,6 @@ def suite():
         list_ids=atari_ids,
         make_vec=AtariVecEnv,
         make_single=AtariEnv,
-        config_kwargs=lambda config: {
-            "repeat_action_probability": config.sticky_action_prob,
-            "full_action_space": config.full_action_space,
-            **({"max_episode_steps": config.max_episode_steps} if config.max_episode_steps else {}),
-        },
+        config_kwargs=kwargs_from_fields(CONFIG_FIELDS),
+        info_metrics=info_metrics,
     )

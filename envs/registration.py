@@ -16,6 +16,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.core import VecEnv
+from envs.metrics import DistinctIds
 from explore.errors import MissingDependencyError, UnknownEnvError
 
 NAMESPACE = "Explore"
@@ -33,6 +34,20 @@ class EnvSuite:
     make_single: Callable[..., gym.Env]
     # env settings a training config carries for this suite, e.g. Atari's sticky actions
     config_kwargs: Callable[[Any], dict[str, Any]] = lambda config: {}
+    # the suite's exploration measures of an env id, read from step infos (envs.metrics), which a
+    # trainer logs as exploration/<name>: (env_id, device) -> measures
+    info_metrics: Callable[[str, Any], list[DistinctIds]] = lambda env_id, device: []
+
+
+def kwargs_from_fields(fields: dict[str, str]) -> Callable[[Any], dict[str, Any]]:
+    """A `config_kwargs` that reads the settings a suite declares: {make() kwarg: the training
+    config's field that sets it}. A field the config lacks, or sets to None, keeps the suite's default."""
+
+    def config_kwargs(config: Any) -> dict[str, Any]:
+        values = {kwarg: getattr(config, field, None) for kwarg, field in fields.items()}
+        return {kwarg: value for kwarg, value in values.items() if value is not None}
+
+    return config_kwargs
 
 
 # Suites in lookup order; each module exposes `suite()` and imports its dependencies lazily.

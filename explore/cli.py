@@ -40,22 +40,18 @@ def _flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 def parse_train_config(argv: Sequence[str], prog: str = "explore train", default_preset: str = "paper"):
     """Config from flags. Defaults come from `--preset`, or from the saved config of `--resume DIR`;
-    flags given on the command line override either."""
+    flags given on the command line override either (explore.checkpoint.resolve_resume)."""
     import tyro
 
     from agents.ppo import PRESETS, Config
-    from explore.checkpoint import load_config
+    from explore.checkpoint import given_fields, resolve_resume
     from explore.errors import ConfigError
 
-    resume = _flag_value(argv, "--resume")
     preset = _flag_value(argv, "--preset") or default_preset
-    if resume is not None:
-        base = load_config(resume, Config)
-    elif preset in PRESETS:
-        base = PRESETS[preset]
-    else:
+    if preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r} is invalid: valid presets: {', '.join(PRESETS)}")
-    return tyro.cli(Config, default=base, args=list(argv), prog=prog)
+    config = tyro.cli(Config, default=PRESETS[preset], args=list(argv), prog=prog)
+    return resolve_resume(config, given=given_fields(argv, Config))
 
 
 def train_main(argv: Sequence[str], prog: str = "explore train", default_preset: str = "paper") -> None:
@@ -134,7 +130,7 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from explore.errors import ConfigError, MissingDependencyError, UnknownEnvError
+    from explore.errors import CheckpointError, ConfigError, MissingDependencyError, UnknownEnvError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -151,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         COMMANDS[command](rest)
-    except (ConfigError, UnknownEnvError, MissingDependencyError, FileNotFoundError) as exc:
+    except (ConfigError, UnknownEnvError, MissingDependencyError, FileNotFoundError, CheckpointError) as exc:
         print(f"explore {command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -32,6 +32,10 @@ class UnknownEnvError(ConfigError, KeyError):
         return self.args[0]
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or written (corrupt file, full disk); says which file and what to do."""
+
+
 class MissingDependencyError(ImportError):
     """An optional dependency that is not installed; names the extra that provides it."""
 

@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import agents.ppo as ppo
 import envs
+import explore.checkpoint as checkpoint_module
 from envs.core import available_cpus
 from explore.checkpoint import CHECKPOINT_NAME, CONFIG_NAME, atomic_write_bytes, load_checkpoint
 from explore.cli import main, parse_train_config
@@ -129,8 +130,8 @@ def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["update"] == updates
     assert checkpoint["global_step"] == updates * BATCH
-    assert {"agent", "optimizer", "bonus", "rooms_seen", "torch_rng", "numpy_rng"} <= set(checkpoint)
-    assert checkpoint["rooms_seen"][1]  # Montezuma starts in room 1
+    assert {"agent", "optimizer", "bonus", "info_metrics", "torch_rng", "numpy_rng"} <= set(checkpoint)
+    assert checkpoint["info_metrics"]["rooms_visited"][1]  # Montezuma starts in room 1
     assert temp_files(run_dir) == []
 
 
@@ -193,7 +194,7 @@ def test_resume_continues_the_run(tmp_path, monkeypatch):
         run_dir=str(run_dir),
     )
     saves: list[tuple[int, int]] = []
-    real_save = ppo.save_checkpoint
+    real_save = checkpoint_module.save_checkpoint
 
     def recording_save(folder, state):
         saves.append((state["update"], state["global_step"]))
@@ -201,7 +202,7 @@ def test_resume_continues_the_run(tmp_path, monkeypatch):
         assert temp_files(Path(folder)) == []  # the save is atomic: no temp file left behind
         return path
 
-    monkeypatch.setattr(ppo, "save_checkpoint", recording_save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", recording_save)
 
     result = ppo.train(first)
     assert result["global_step"] == 2 * BATCH

@@ -44,11 +44,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from agents.llm.policy import TextPolicy, left_pad, load_policy
-from explore.checkpoint import load_checkpoint, load_config, save_checkpoint, save_config
+from agents.ppo_loss import masked_mean, ppo_loss
+from explore.checkpoint import Checkpointer, given_fields, resolve_resume, save_config
 from explore.credit import (
     action_advantages,
     forking_token_mask,
@@ -59,7 +59,9 @@ from explore.credit import (
     token_advantages,
     unpack_tokens,
 )
+from explore.device import resolve_device
 from explore.errors import ConfigError, UnknownEnvError
+from explore.logger import Logger
 from explore.system import env_threads, set_torch_threads
 
 CREDITS = ("action", "ntpo", "poad", "grpo", "tempo", "ktae")
@@ -231,20 +233,6 @@ def parse_env_kwargs(text: str) -> dict[str, Any]:
                     pass
         out[key.strip()] = parsed
     return out
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r} is invalid: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu")
-    return device
 
 
 def validate(config: Config) -> None:
@@ -496,7 +484,9 @@ def compute_advantages(
     T, N, A = mask.shape
     group_ids = torch.arange(N, device=mask.device) // config.group_size
     episode_mask = mask & ro.valid.unsqueeze(-1)
-    grpo = group_advantages(episode_returns, group_ids).view(1, N, 1).to(ro.values.dtype) * episode_mask.float()
+    grpo = (
+        group_advantages(episode_returns, group_ids).view(1, N, 1).to(ro.values.dtype) * episode_mask.float()
+    )
     if config.credit == "grpo":
         return grpo, torch.zeros_like(ro.values)
     # tempo and ktae score tokens within a group: each env's episode is one response, its action
@@ -572,7 +562,6 @@ def ppo_update(
             oldlogp = mb["logprobs"][:, :width]
             adv = mb["advantages"][:, :width]
             pmask = mb["policy_mask"][:, :width]
-            tm = tmask.float()
             if action_level:
                 # TWOSOME's token normalization: the action's log-probability is its tokens' mean
                 pm = pmask.float()
@@ -588,34 +577,35 @@ def ppo_update(
                 sel = weights > 0
                 if bool(sel.sum() > 1):
                     a = torch.where(sel, (a - a[sel].mean()) / (a[sel].std() + 1e-8), a)
-            ratio = logratio.exp()
-            pg = torch.max(-a * ratio, -a * ratio.clamp(1 - config.clip_coef, 1 + config.clip_coef))
-            wsum = weights.sum().clamp(min=1)
-            pg_loss = (pg * weights).sum() / wsum
-            ent_loss = (entropy * tm).sum() / tm.sum().clamp(min=1)
-            if use_critic:
-                if action_level:
-                    v_err = (newvalue[:, 0] - mb["returns"][:, 0]) ** 2
-                    v_loss = 0.5 * v_err.mean()
-                else:
-                    v_loss = (
-                        0.5
-                        * (((newvalue - mb["returns"][:, :width]) ** 2) * tm).sum()
-                        / tm.sum().clamp(min=1)
-                    )
+            token_mean = masked_mean(tmask)
+            if not use_critic:
+                values = []
+            elif action_level:  # one value per action, at the prompt's last position
+                values = [(newvalue[:, 0], mb["returns"][:, 0])]
             else:
-                v_loss = torch.zeros((), device=device)
-            loss = pg_loss - config.ent_coef * ent_loss + config.vf_coef * v_loss
+                values = [(newvalue, mb["returns"][:, :width])]
+            terms = ppo_loss(
+                logratio,
+                a,
+                entropy,
+                values,
+                clip_coef=config.clip_coef,
+                ent_coef=config.ent_coef,
+                vf_coef=config.vf_coef,
+                policy_mean=masked_mean(weights),
+                entropy_mean=token_mean,
+                value_mean=(lambda x: x.mean()) if action_level else token_mean,
+            )
+            loss = terms.loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(
                 [p for g in optimizer.param_groups for p in g["params"]], config.max_grad_norm
             )
             optimizer.step()
-            with torch.no_grad():
-                approx_kl = ((((ratio - 1) - logratio) * weights).sum() / wsum).detach()
-                clipfrac = ((((ratio - 1).abs() > config.clip_coef).float() * weights).sum() / wsum).detach()
-            stats = torch.stack([pg_loss.detach(), v_loss.detach(), ent_loss.detach(), approx_kl, clipfrac])
+            stats = torch.stack(
+                [terms.policy, terms.value, terms.entropy, terms.approx_kl, terms.clipfrac]
+            ).detach()
             for key, value in zip(
                 ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac"), stats.tolist(), strict=True
             ):
@@ -628,26 +618,17 @@ def ppo_update(
 
 
 def train(config: Config) -> dict[str, Any]:
-    """Train (or resume) a run; returns the last logged scalars plus global_step and the BC results."""
-    resumed = None
-    if config.resume is not None:
-        run_dir = Path(config.resume)
-        saved = load_config(run_dir, Config)
-        overrides = {
-            f.name: getattr(config, f.name)
-            for f in dataclasses.fields(Config)
-            if getattr(config, f.name) != f.default and f.name != "resume"
-        }
-        config = dataclasses.replace(saved, **overrides, resume=str(run_dir))
-        resumed = load_checkpoint(run_dir)
+    """Train (or resume) a run; returns the last logged scalars plus global_step and the BC results.
+
+    With `config.resume` the run continues from its checkpoint with its saved config, the fields
+    set in `config` on top (explore.checkpoint.resolve_resume; `main` passes the flags given)."""
+    config = resolve_resume(config)
     validate(config)
     device = resolve_device(config.device)
-    run_dir = (
-        Path(config.run_dir)
-        if config.run_dir
-        else (Path(config.resume) if config.resume else default_run_dir(config))
-    )
+    run_dir = Path(config.run_dir) if config.run_dir else default_run_dir(config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    checkpointer = Checkpointer(run_dir)
+    resumed = checkpointer.load("cpu") if config.resume else None
     save_config(run_dir, dataclasses.replace(config, run_dir=str(run_dir), resume=None))
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -655,19 +636,27 @@ def train(config: Config) -> dict[str, Any]:
 
     envs = make_envs(config, config.seed)
     try:
-        return _train(config, run_dir, device, envs, resumed)
+        return _train(config, run_dir, device, envs, resumed, checkpointer)
     finally:
         envs.close()
 
 
-def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: dict | None) -> dict[str, Any]:
+def _train(
+    config: Config,
+    run_dir: Path,
+    device: torch.device,
+    envs,
+    resumed: dict | None,
+    checkpointer: Checkpointer,
+) -> dict[str, Any]:
     threads_note = set_torch_threads(config.torch_threads, env_threads([envs]))
     policy = build_policy(config, run_dir, device, envs)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=1e-5)
     # events after the checkpoint's step are dropped (those at its step were logged before it was saved)
-    writer = SummaryWriter(str(run_dir), purge_step=resumed["global_step"] + 1 if resumed else None)
-    writer.add_text("system/torch_threads", threads_note)
+    logger = Logger(run_dir, resumed_step=resumed["global_step"] if resumed else None)
+    checkpointer.before_save = logger.flush
+    logger.text("system/torch_threads", threads_note)
     results: dict[str, Any] = {}
 
     global_step, start_update = 0, 0
@@ -679,13 +668,11 @@ def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: d
             )
         optimizer.load_state_dict(resumed["optimizer"])
         global_step, start_update = resumed["global_step"], resumed["update"]
-        torch.set_rng_state(resumed["torch_rng"])
-        np.random.set_state(resumed["numpy_rng"])
-        random.setstate(resumed["python_rng"])
+        checkpointer.restore_rng(resumed)
     else:
-        writer.add_text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
+        logger.text("config", "\n".join(f"- {k}: {v}" for k, v in dataclasses.asdict(config).items()))
         if config.bc_episodes > 0:
-            results.update(warm_start(config, policy, envs, writer))
+            results.update(warm_start(config, policy, envs, logger))
 
     T, N, A, P = config.num_turns, config.num_envs, config.max_new_tokens, config.max_prompt_tokens
     ro = Rollout.allocate(T, N, P, A, policy.pad_id, device)
@@ -817,10 +804,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: d
         tokens_per_action = float(valid_mask.sum() / ro.valid.sum().clamp(min=1))
         if finished:
             recent_success = float(np.mean([s for _, s, _ in finished]))
-            writer.add_scalar("charts/success_rate", recent_success, global_step)
-            for ret, _, length in finished:
-                writer.add_scalar("charts/episodic_return", ret, global_step)
-                writer.add_scalar("charts/episodic_length", length, global_step)
+        logger.episodes([(ret, length, success) for ret, success, length in finished], global_step)
         sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
         logged = {
             "charts/SPS": sps,
@@ -830,28 +814,23 @@ def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: d
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
             **{f"losses/{k}": v for k, v in stats.items()},
         }
-        for key, value in logged.items():
-            writer.add_scalar(key, value, global_step)
+        logger.scalars(logged, global_step)
         progress.update(steps_this_rollout)
         progress.set_postfix(SPS=sps, success=recent_success, refresh=False)
 
         update += 1
         if update % config.checkpoint_interval == 0 or global_step >= config.total_timesteps:
-            save_checkpoint(
-                run_dir,
+            checkpointer.save(
                 {
                     "policy": policy.trainable_state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "global_step": global_step,
                     "update": update,
-                    "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": np.random.get_state(),
-                    "python_rng": random.getstate(),
-                },
+                }
             )
 
     progress.close()
-    writer.close()
+    logger.close()
     results.update(logged)
     results.update(
         global_step=global_step, run_dir=str(run_dir), success_rate=recent_success, device=str(device)
@@ -859,7 +838,7 @@ def _train(config: Config, run_dir: Path, device: torch.device, envs, resumed: d
     return results
 
 
-def warm_start(config: Config, policy: TextPolicy, envs, writer) -> dict[str, float]:
+def warm_start(config: Config, policy: TextPolicy, envs, logger: Logger) -> dict[str, float]:
     """Behaviour cloning on `bc_episodes` gold paths, then the success rate sampled at --temperature and
     greedy (logged as bc/* at step 0)."""
     from agents.llm.bc import behaviour_clone, collect_gold, evaluate_success
@@ -892,9 +871,8 @@ def warm_start(config: Config, policy: TextPolicy, envs, writer) -> dict[str, fl
         out[f"bc/success_rate{suffix}"] = evaluation["success_rate"]
         out[f"bc/episodic_return{suffix}"] = evaluation["episodic_return"]
         out[f"bc/malformed_actions{suffix}"] = evaluation["malformed_actions"]
-    for key, value in out.items():
-        writer.add_scalar(key, value, 0)
-    writer.add_text("bc/evaluation", BC_EVALUATION_NOTE.format(temperature=config.temperature))
+    logger.scalars(out, 0)
+    logger.text("bc/evaluation", BC_EVALUATION_NOTE.format(temperature=config.temperature))
     return out
 
 
@@ -905,11 +883,20 @@ BC_EVALUATION_NOTE = (
 )
 
 
-def main(argv: list[str] | None = None, prog: str = "runs/text_poad.py") -> dict:
-    """The command line of `explore text` and runs/text_poad.py: flags -> Config -> train."""
+def parse_config(argv: list[str], prog: str = "explore text") -> Config:
+    """Config from flags; with --resume DIR the saved config of DIR, the flags given on top (a flag
+    set back to its default overrides the saved value too)."""
     import tyro
 
     config = tyro.cli(Config, args=argv, prog=prog)
+    return resolve_resume(config, given=given_fields(argv, Config))
+
+
+def main(argv: list[str] | None = None, prog: str = "runs/text_poad.py") -> dict:
+    """The command line of `explore text` and runs/text_poad.py: flags -> Config -> train."""
+    import sys
+
+    config = parse_config(list(sys.argv[1:] if argv is None else argv), prog=prog)
     result = train(config)
     keys = (
         "global_step",

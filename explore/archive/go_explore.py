@@ -45,7 +45,7 @@ from explore.archive.ale import (
 )
 from explore.archive.archive import Archive
 from explore.archive.cells import Downscale, DynamicDownscale
-from explore.checkpoint import load_config, save_config
+from explore.checkpoint import given_fields, resolve_resume, save_config
 from explore.errors import ConfigError, check_seed, check_writable_dir
 
 ARCHIVE_NAME = "archive.pkl"
@@ -201,6 +201,7 @@ class GoExplore:
     """The exploration-phase runner; `run()` explores until `config.frames` and returns a summary."""
 
     def __init__(self, config: GoExploreConfig, policy: Callable[[np.ndarray], np.ndarray] | None = None):
+        config = resolve_resume(config)  # --resume: the saved config, the fields set here on top
         config.validate()
         self.config = config
         self.policy = policy
@@ -447,17 +448,11 @@ class GoExplore:
 
 
 def parse_config(argv, prog: str = "explore go-explore") -> GoExploreConfig:
-    """Config from flags; `--resume DIR` starts from DIR's saved config (flags override it)."""
+    """Config from flags; `--resume DIR` starts from DIR's saved config (the flags given override it)."""
     import tyro
 
-    from explore.cli import _flag_value
-
-    resume = _flag_value(argv, "--resume")
-    base = load_config(resume, GoExploreConfig) if resume is not None else GoExploreConfig()
-    config = tyro.cli(GoExploreConfig, default=base, args=list(argv), prog=prog)
-    if resume is not None:
-        config.resume = resume
-    return config
+    config = tyro.cli(GoExploreConfig, args=list(argv), prog=prog)
+    return resolve_resume(config, given=given_fields(argv, GoExploreConfig))
 
 
 def main(argv, prog: str = "explore go-explore") -> dict[str, float]:

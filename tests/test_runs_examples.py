@@ -1,0 +1,47 @@
+"""The written-out examples in runs/ train end to end at toy size."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(script: str):
+    spec = importlib.util.spec_from_file_location(script.replace("/", "_"), REPO / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("use_lstm", [False, True])
+def test_minigrid_example_trains_with_a_product_bonus(tmp_path, use_lstm):
+    run_dir = tmp_path / "run"
+    flags = [
+        "--env-id",
+        "MiniGrid-Empty-5x5-v0",
+        "--bonus",
+        "e3b*rnd",
+        "--num-envs",
+        "4",
+        "--num-steps",
+        "16",
+    ]
+    flags += ["--num-minibatches", "2", "--update-epochs", "1", "--total-timesteps", "128", "--device", "cpu"]
+    flags += ["--rnd-warmup-iterations", "1", "--no-progress", "--run-dir", str(run_dir)]
+    result = load("runs/minigrid.py").main(flags + (["--use-lstm"] if use_lstm else []))
+    assert result["global_step"] == 128
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    steps = {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    for tag in (
+        "losses/policy_loss",
+        "losses/e3b_x_rnd_loss",
+        "charts/bonus_episodic",
+        "charts/bonus_global",
+    ):
+        assert steps[tag] == [64, 128], tag
