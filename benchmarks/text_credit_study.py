@@ -7,13 +7,14 @@ collector text, in <root>/models/seed<s>), decode under the same settings and se
 score of a run is the episode-weighted mean of its last `final_fraction` of logged points; the IQM over
 seeds with stratified-bootstrap 95 % CIs comes from rliable (benchmarks/novelty_study.py's helpers).
 
-    python benchmarks/text_credit_study.py --jobs 15                  # the full study (16 cores, ~10 min)
+    python benchmarks/text_credit_study.py --jobs 15 --publish        # the full study (16 cores, ~10 min)
     python benchmarks/text_credit_study.py --seeds 1 2 --total-timesteps 4096 --jobs 2   # a smoke version
     python benchmarks/text_credit_study.py --analyze-only             # re-aggregate the runs in --root
 
 The study is resumable: a finished run is skipped, an interrupted one resumes from its checkpoint.
 Outputs: <out>.md (the table and the settings), <out>.png (success rate and return against environment
-steps, mean ± std over seeds), <root>/summary.csv and <root>/runs.csv.
+steps, mean ± std over seeds), <root>/summary.csv and <root>/runs.csv. <out> is
+results/text_credit_study/text_credit_study, or benchmarks/text_credit_study with --publish.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: study_output
+from study_output import output_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,8 +87,11 @@ class Args:
     """device of every run (cuda: the runs share the GPU)"""
     root: Path = Path("runs/text_credit_study")
     """folder of the run directories, the shared models and the CSVs"""
-    out: Path = Path("benchmarks/text_credit_study")
-    """prefix of the Markdown table (<out>.md) and the plot (<out>.png)"""
+    out: Path | None = None
+    """prefix of the Markdown table (<out>.md) and the plot (<out>.png); None:
+    results/text_credit_study/text_credit_study, or benchmarks/text_credit_study with --publish"""
+    publish: bool = False
+    """write the table and plot into benchmarks/, over the tracked results"""
     final_fraction: float = 0.2
     """the final score is the mean over this last fraction of a run's logged points"""
     reps: int = 2000
@@ -226,11 +233,18 @@ def analyze(args: Args) -> list[dict]:
             writer.writeheader()
             writer.writerows(data)
     table = markdown(args, rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.md").write_text(table)
+    Path(f"{out_prefix(args)}.md").write_text(table)
     plot(args, curves, ns)
     print(table)
     return rows
+
+
+def out_prefix(args: Args) -> Path:
+    """<out> of the table and plot: --out, else results/text_credit_study/ or, with --publish, benchmarks/."""
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        return args.out
+    return output_folder("text_credit_study", args.publish) / "text_credit_study"
 
 
 def markdown(args: Args, rows: list[dict]) -> str:
@@ -282,7 +296,7 @@ def plot(args: Args, curves: dict, ns) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"coin collector ({args.env_kwargs}): mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(f"{args.out}.png", dpi=110)
+    fig.savefig(f"{out_prefix(args)}.png", dpi=110)
     plt.close(fig)
 
 
