@@ -22,17 +22,19 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import os
 import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tyro
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: study_output
 from study_output import output_folder  # noqa: E402
@@ -300,6 +302,23 @@ def plot(args: Args, curves: dict, ns) -> None:
     plt.close(fig)
 
 
+# the constrained study of benchmarks/RESULTS.md: 15 runs of 16,384 steps, 2 at a time, took 44 min
+# on the 2-core development VM (one torch thread per run): seconds per env step of one run
+REFERENCE_SECONDS_PER_STEP = 44 * 60 * 2 / (15 * 16_384)
+
+
+def study_size(args: Args, runs: int) -> str:
+    """The job up front: runs, steps, and how long a run of that size took on the reference machine."""
+    jobs = max(1, args.jobs)
+    per_run = args.total_timesteps * REFERENCE_SECONDS_PER_STEP / 60
+    return (
+        f"{runs} runs ({len(args.credits)} credits x {len(args.seeds)} seeds) of {args.total_timesteps:,} "
+        f"env steps, {jobs} at a time. A run that size took about {per_run:.1f} min on the 2-core "
+        f"development VM, two at a time (benchmarks/RESULTS.md): about {math.ceil(runs / jobs) * per_run:.0f} "
+        "min for the study with a core per job, plus building the models; longer on a busy machine"
+    )
+
+
 def main(args: Args) -> None:
     from agents.llm.ppo import CREDITS
 
@@ -310,13 +329,16 @@ def main(args: Args) -> None:
         start = time.time()
         build_models(args)
         grid = [(c, s) for s in args.seeds for c in args.credits]
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        print(study_size(args, len(grid)), flush=True)
+        with (
+            ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool,
+            tqdm(total=len(grid), unit="run", dynamic_ncols=True) as bar,
+        ):
             futures = {pool.submit(run_one, args, c, s): (c, s) for c, s in grid}
-            for i, (future, (c, s)) in enumerate(futures.items(), 1):
-                print(
-                    f"[{i}/{len(grid)} {time.time() - start:6.0f} s] {c} seed {s}: {future.result()}",
-                    flush=True,
-                )
+            for future in as_completed(futures):
+                c, s = futures[future]
+                bar.write(f"[{time.time() - start:6.0f} s] {c} seed {s}: {future.result()}")
+                bar.update(1)
         print(f"study trained in {time.time() - start:.0f} s", flush=True)
     analyze(args)
 

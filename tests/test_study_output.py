@@ -46,3 +46,15 @@ def test_text_credit_study_table_goes_to_results_unless_published(in_tmp):
         assert study.out_prefix(study.Args(publish=True)) == BENCHMARKS / "text_credit_study"
     finally:
         sys.modules.pop("text_credit_study", None)
+
+
+def test_text_credit_study_says_its_size_and_time_up_front():
+    study = load("text_credit_study")
+    try:
+        line = study.study_size(study.Args(seeds=[1, 2], total_timesteps=4096, jobs=2), runs=6)
+    finally:
+        sys.modules.pop("text_credit_study", None)
+    # the reference: 15 runs x 16,384 steps, 2 at a time, 44 min -> 88 s per 4,096-step run; 3 rounds of 2
+    assert line.startswith("6 runs (3 credits x 2 seeds) of 4,096 env steps, 2 at a time.")
+    assert "about 1.5 min on the 2-core development VM" in line
+    assert "about 4 min for the study" in line
