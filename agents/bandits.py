@@ -543,10 +543,16 @@ class Trajectory:
 
 
 @torch.no_grad()
-def run(bandit: BatchedBandit, agent: BanditAgent, horizon: int | None = None) -> Trajectory:
+def run(
+    bandit: BatchedBandit,
+    agent: BanditAgent,
+    horizon: int | None = None,
+    on_round: Callable[[int], object] | None = None,
+) -> Trajectory:
     """Reset `bandit` and `agent`, play `horizon` rounds (default: the task's), record everything.
 
-    The agent's `update` gets the context its arms were chosen on (not the next one).
+    The agent's `update` gets the context its arms were chosen on (not the next one). `on_round(1)`
+    is called after each round (e.g. a progress bar's `update`).
     """
     horizon = bandit.horizon if horizon is None else int(horizon)
     if horizon < 1:
@@ -568,6 +574,8 @@ def run(bandit: BatchedBandit, agent: BanditAgent, horizon: int | None = None) -
         arms_t[t] = arms
         rewards_t[t] = rewards
         context = next_context
+        if on_round is not None:
+            on_round(1)
     return Trajectory(arms_t, rewards_t, chosen_t, best_t, bandit.num_arms)
 
 

@@ -1,7 +1,8 @@
 """IGE on TextWorldExpress coin collector: which judge helps Go-Explore find the coin sooner?
 
-    OMP_NUM_THREADS=1 python benchmarks/ige_text_study.py --seeds 30 --budget 6000 --machine "2-core dev VM"
+    OMP_NUM_THREADS=1 python benchmarks/ige_text_study.py --seeds 30 --budget 6000 --machine "2-core dev VM" --publish
     python benchmarks/ige_text_study.py --seeds 100 --budget 8000 --num-locations 11 --workers 16
+    python benchmarks/ige_text_study.py --seeds 2 --budget 500       # a trial: results/ige_text_study/
 
 Methods (all the same IGE loop, explore/archive/ige.py, same budget and seeds):
 - uniform:        UniformJudge: random state among the weighted candidates, random untried
@@ -25,9 +26,10 @@ yes/no threshold of each local judge is the one with the best balanced accuracy 
 prompts (states whose cell is new) of calibration seeds 580-599; its balanced accuracy is then measured
 on test seeds 600-619. No evaluation seed is used for training, calibration or testing the judge.
 
-Each run stops at success or when the budget (exploration + replay steps) is spent. Results:
-benchmarks/ige_text_study.md (a table; the reading paragraph at its end is written by hand after
-a run), ige_text_study.csv (every run) and ige_text_study.png.
+Each run stops at success or when the budget (exploration + replay steps) is spent. Results, in
+results/ige_text_study/ (or, with --publish, benchmarks/): ige_text_study.md (a table; the reading
+paragraph at the end of the published one is written by hand after a run), ige_text_study.csv
+(every run) and ige_text_study.png.
 """
 
 from __future__ import annotations
@@ -49,13 +51,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: study_output
+
+from study_output import output_folder  # noqa: E402
 
 from explore.archive.cells import text_cell  # noqa: E402
 from explore.archive.ige import IGEConfig, run_ige  # noqa: E402
 from explore.judge import UniformJudge, make_judge  # noqa: E402
 
 log = logging.getLogger("ige_text_study")
-HERE = Path(__file__).resolve().parent
 METHODS = ("uniform", "embedding", "local-untrained", "local-tuned")
 TRAIN_SEEDS = range(500, 580)  # fine-tuning data
 CALIB_SEEDS = range(580, 600)  # choosing the yes/no threshold
@@ -441,7 +445,12 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=4, help="archived states shown per selection")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel (processes)")
     p.add_argument("--device", default="cpu", help="the local judge's device")
-    p.add_argument("--out", default=str(HERE), help="where the table, CSV and plot go")
+    p.add_argument(
+        "--out", default=None, help="where the table, CSV and plot go (default: results/ige_text_study/)"
+    )
+    p.add_argument(
+        "--publish", action="store_true", help="write them into benchmarks/, over the tracked results"
+    )
     p.add_argument("--work-dir", default="runs/ige_text_study", help="where the tiny models are written")
     p.add_argument(
         "--machine", default=f"{os.cpu_count()}-core {platform.system()}", help="named in the table"
@@ -450,7 +459,8 @@ def main() -> None:
     t_start = time.perf_counter()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("explore.judge.base").setLevel(logging.ERROR)  # fallbacks are counted in the table
-    out, work = Path(args.out), Path(args.work_dir)
+    out = Path(args.out) if args.out else output_folder("ige_text_study", args.publish)
+    work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     models: dict[str, tuple[Path, float]] = {}
     if any(m.startswith("local") for m in args.methods):

@@ -4,7 +4,7 @@ Runs a grid of (task, bonus, seed) one after another in this process with `agent
 then aggregates the final success rates with rliable (IQM over seeds, stratified-bootstrap 95 %
 CIs) per task and over all tasks, and plots the learning curves.
 
-    python benchmarks/novelty_study.py                  # the study as in benchmarks/novelty_study.md
+    python benchmarks/novelty_study.py --publish        # the study as in benchmarks/novelty_study.md
     python benchmarks/novelty_study.py --analyze-only   # only re-read the runs and re-aggregate
 
 Each run lives in <root>/<task>__<bonus>__<seed> (e.g. runs/novelty_study/DoorKey-5x5__e3b*rnd__1).
@@ -13,7 +13,8 @@ that stopped half-way resumes from its checkpoint, one with no checkpoint starts
 
 Outputs: <root>/summary.csv (one row per task/bonus/metric, with the per-seed scores),
 <root>/runs.csv (one row per run), <root>/table.md (the Markdown table), and
-<plots>_success.png / <plots>_return.png (mean +- std over seeds per bonus, one panel per task).
+<plots>_success.png / <plots>_return.png (mean +- std over seeds per bonus, one panel per task),
+<plots> being results/novelty_study/novelty, or benchmarks/novelty with --publish.
 
 Aggregation needs rliable (`pip install rliable`); the final score of a run is the mean of its
 last `final_fraction` of logged points (one point per update that finished episodes), weighted
@@ -49,6 +50,9 @@ from explore.study import (  # noqa: F401 (re-exported: the study's tests read t
     write_csv,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: study_output
+from study_output import output_folder  # noqa: E402
+
 METRICS = {"success": SUCCESS_TAG, "return": RETURN_TAG}
 STUDY_FILE = "study_run.json"
 
@@ -79,8 +83,11 @@ class Args:
     torch's two OpenMP threads ran 3-8x slower than one whenever other processes were busy"""
     root: Path = Path("runs/novelty_study")
     """folder of the run directories and of summary.csv, runs.csv and table.md"""
-    plots: Path = Path("benchmarks/novelty")
-    """prefix of the learning-curve PNGs (<plots>_success.png, <plots>_return.png)"""
+    plots: Path | None = None
+    """prefix of the learning-curve PNGs (<plots>_success.png, <plots>_return.png); None:
+    results/novelty_study/novelty, or benchmarks/novelty with --publish"""
+    publish: bool = False
+    """write the plots into benchmarks/, over the tracked ones"""
     final_fraction: float = 0.2
     """the final score is the mean over this last fraction of a run's logged points"""
     reps: int = 2000
@@ -214,6 +221,14 @@ def run_one(args: Args, task: str, bonus: str, seed: int) -> str:
 # --- reports --------------------------------------------------------------------------------------
 
 
+def plots_prefix(args: Args) -> Path:
+    """<plots> of the PNGs: --plots, else results/novelty_study/novelty or, with --publish, benchmarks/novelty."""
+    if args.plots is not None:
+        args.plots.parent.mkdir(parents=True, exist_ok=True)
+        return args.plots
+    return output_folder("novelty_study", args.publish) / "novelty"
+
+
 def markdown_table(rows: Sequence[dict], columns: Mapping[str, str]) -> str:
     """One line per (task, bonus); `columns` maps a metric to the key prefix of its IQM/CI in a row."""
     header = "| task | bonus | " + " | ".join(f"{m} IQM [95% CI]" for m in columns) + " | per-seed success |"
@@ -299,7 +314,7 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
             args.total_timesteps,
             args.curve_bins,
             label,
-            Path(f"{args.plots}_{metric}.png"),
+            Path(f"{plots_prefix(args)}_{metric}.png"),
             f"{label}: mean ± std over seeds ({args.total_timesteps:,} steps per run)",
             limits,
             task_label=short_task,

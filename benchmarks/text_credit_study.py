@@ -7,13 +7,14 @@ collector text, in <root>/models/seed<s>), decode under the same settings and se
 score of a run is the episode-weighted mean of its last `final_fraction` of logged points; the IQM over
 seeds with stratified-bootstrap 95 % CIs comes from rliable (benchmarks/novelty_study.py's helpers).
 
-    python benchmarks/text_credit_study.py --jobs 15                  # the full study (16 cores, ~10 min)
+    python benchmarks/text_credit_study.py --jobs 15 --publish        # the full study (16 cores, ~10 min)
     python benchmarks/text_credit_study.py --seeds 1 2 --total-timesteps 4096 --jobs 2   # a smoke version
     python benchmarks/text_credit_study.py --analyze-only             # re-aggregate the runs in --root
 
 The study is resumable: a finished run is skipped, an interrupted one resumes from its checkpoint.
 Outputs: <out>.md (the table and the settings), <out>.png (success rate and return against environment
-steps, mean ± std over seeds), <root>/summary.csv and <root>/runs.csv.
+steps, mean ± std over seeds), <root>/summary.csv and <root>/runs.csv. <out> is
+results/text_credit_study/text_credit_study, or benchmarks/text_credit_study with --publish.
 """
 
 from __future__ import annotations
@@ -21,17 +22,22 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import math
 import os
 import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tyro
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: study_output
+from study_output import output_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,8 +89,11 @@ class Args:
     """device of every run (cuda: the runs share the GPU)"""
     root: Path = Path("runs/text_credit_study")
     """folder of the run directories, the shared models and the CSVs"""
-    out: Path = Path("benchmarks/text_credit_study")
-    """prefix of the Markdown table (<out>.md) and the plot (<out>.png)"""
+    out: Path | None = None
+    """prefix of the Markdown table (<out>.md) and the plot (<out>.png); None:
+    results/text_credit_study/text_credit_study, or benchmarks/text_credit_study with --publish"""
+    publish: bool = False
+    """write the table and plot into benchmarks/, over the tracked results"""
     final_fraction: float = 0.2
     """the final score is the mean over this last fraction of a run's logged points"""
     reps: int = 2000
@@ -226,11 +235,18 @@ def analyze(args: Args) -> list[dict]:
             writer.writeheader()
             writer.writerows(data)
     table = markdown(args, rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{args.out}.md").write_text(table)
+    Path(f"{out_prefix(args)}.md").write_text(table)
     plot(args, curves, ns)
     print(table)
     return rows
+
+
+def out_prefix(args: Args) -> Path:
+    """<out> of the table and plot: --out, else results/text_credit_study/ or, with --publish, benchmarks/."""
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        return args.out
+    return output_folder("text_credit_study", args.publish) / "text_credit_study"
 
 
 def markdown(args: Args, rows: list[dict]) -> str:
@@ -282,8 +298,25 @@ def plot(args: Args, curves: dict, ns) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"coin collector ({args.env_kwargs}): mean ± std over seeds")
     fig.tight_layout()
-    fig.savefig(f"{args.out}.png", dpi=110)
+    fig.savefig(f"{out_prefix(args)}.png", dpi=110)
     plt.close(fig)
+
+
+# the constrained study of benchmarks/RESULTS.md: 15 runs of 16,384 steps, 2 at a time, took 44 min
+# on the 2-core development VM (one torch thread per run): seconds per env step of one run
+REFERENCE_SECONDS_PER_STEP = 44 * 60 * 2 / (15 * 16_384)
+
+
+def study_size(args: Args, runs: int) -> str:
+    """The job up front: runs, steps, and how long a run of that size took on the reference machine."""
+    jobs = max(1, args.jobs)
+    per_run = args.total_timesteps * REFERENCE_SECONDS_PER_STEP / 60
+    return (
+        f"{runs} runs ({len(args.credits)} credits x {len(args.seeds)} seeds) of {args.total_timesteps:,} "
+        f"env steps, {jobs} at a time. A run that size took about {per_run:.1f} min on the 2-core "
+        f"development VM, two at a time (benchmarks/RESULTS.md): about {math.ceil(runs / jobs) * per_run:.0f} "
+        "min for the study with a core per job, plus building the models; longer on a busy machine"
+    )
 
 
 def main(args: Args) -> None:
@@ -296,13 +329,16 @@ def main(args: Args) -> None:
         start = time.time()
         build_models(args)
         grid = [(c, s) for s in args.seeds for c in args.credits]
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        print(study_size(args, len(grid)), flush=True)
+        with (
+            ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool,
+            tqdm(total=len(grid), unit="run", dynamic_ncols=True) as bar,
+        ):
             futures = {pool.submit(run_one, args, c, s): (c, s) for c, s in grid}
-            for i, (future, (c, s)) in enumerate(futures.items(), 1):
-                print(
-                    f"[{i}/{len(grid)} {time.time() - start:6.0f} s] {c} seed {s}: {future.result()}",
-                    flush=True,
-                )
+            for future in as_completed(futures):
+                c, s = futures[future]
+                bar.write(f"[{time.time() - start:6.0f} s] {c} seed {s}: {future.result()}")
+                bar.update(1)
         print(f"study trained in {time.time() - start:.0f} s", flush=True)
     analyze(args)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +22,7 @@ commands:
               (`--bonus judge` of `explore train` loads it: EXPLORE_JUDGE_REWARD="--reward-model DIR")
 
 examples:
-  explore train --preset quick                      # a few minutes of PPO+RND on a CPU
+  explore train --preset quick                      # PPO+RND on a CPU: about 3 min on 2 idle cores
   explore train --env-id MontezumaRevenge-v5 --num-envs 128 --device cuda
   explore train --resume runs/<name>                # continue from the last checkpoint
   explore text --credit poad --env-id TWX-CoinCollector-v0   # tiny LM built on the fly, cpu
@@ -55,13 +56,33 @@ def parse_train_config(argv: Sequence[str], prog: str = "explore train", default
 
 
 def train_main(argv: Sequence[str], prog: str = "explore train", default_preset: str = "paper") -> None:
-    from agents.ppo import train
+    from agents.ppo import train, validate
+    from explore.distributed import env_world_size
 
     config = parse_train_config(argv, prog=prog, default_preset=default_preset)
+    validate(config)  # a bad value is reported before anything is printed or started
+    if os.environ.get("RANK", "0") == "0":
+        print(
+            train_size(
+                config.env_id, config.num_envs, config.num_steps, config.total_timesteps, env_world_size()
+            )
+        )
     result = train(config)
     if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
         return
     print(train_summary(result))
+
+
+def train_size(env_id: str, num_envs: int, num_steps: int, total_timesteps: int, world_size: int = 1) -> str:
+    """The job up front: the bar advances once per update, which on a CPU with a large preset
+    (--preset minihack: 32 envs x 128 steps) can take minutes."""
+    per_update = num_envs * num_steps * world_size
+    updates = total_timesteps // per_update
+    ranks = f" x {world_size} ranks" if world_size > 1 else ""
+    return (
+        f"{env_id}: {updates:,} updates of {per_update:,} steps ({num_envs} envs x {num_steps} steps{ranks}), "
+        f"{updates * per_update:,} steps in all; the progress bar advances once per update"
+    )
 
 
 def train_summary(result: dict) -> str:

@@ -75,8 +75,9 @@ class DistillConfig:
     fallback: Literal["uniform", "ucb"] = "uniform"
     """policy for malformed replies (uniform, so that a poor model cannot borrow UCB's regret)"""
     seed: int = 0
-    num_threads: int = 0
-    """torch CPU threads (0: torch's default); 1 is fastest for tiny models on a busy machine"""
+    num_threads: int = 1
+    """torch CPU threads (0: torch's default, one per core). 1 suits the tiny default model: more
+    threads only contend, and on a busy 2-core machine torch's default ran many times slower"""
     device: str = "cpu"
 
 

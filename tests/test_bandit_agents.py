@@ -269,6 +269,7 @@ def test_fused_round_matches_straightforward_ucb(block_rounds: int | None) -> No
     assert torch.equal(reference, fused.long())
 
 
+@pytest.mark.slow  # torch.compile's first compilation; the uncompiled fused kernel is tested above
 def test_compiled_fused_ucb_matches_straightforward_ucb() -> None:
     """The torch.compile'd kernel too (bit-identical float32 arithmetic, no FMA contraction).
 

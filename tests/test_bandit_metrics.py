@@ -139,7 +139,7 @@ def test_summary_table_and_csv() -> None:
 # --- the report --------------------------------------------------------------------------------------
 
 
-def test_report_writes_table_csv_and_plots(tmp_path) -> None:
+def test_report_writes_table_csv_and_plots(tmp_path, capsys) -> None:
     out = tmp_path / "report"
     bandits_main(
         [
@@ -163,6 +163,12 @@ def test_report_writes_table_csv_and_plots(tmp_path) -> None:
         for name in ("ucb", "thompson_beta", "epsilon_greedy", "greedy", "uniform")
     } | {("Bandit-Linear-K10-v0", name) for name in ("ucb", "epsilon_greedy", "greedy", "linucb", "uniform")}
     assert {(r["task"], r["agent"]) for r in rows} == expected
+    # the job's size up front (5 agents on each task, 30 rounds each), then a bar over every round
+    captured = capsys.readouterr()
+    assert captured.out.startswith(
+        "2 tasks, 10 agent runs, 300 rounds of 24 instances on cpu with 1 torch thread"
+    )
+    assert "300/300" in captured.err
     assert all(r["horizon"] == "30" and r["num_instances"] == "24" for r in rows)
     for task, agent in expected:
         assert f"| {task} | {agent} | 30 | 24 |" in md

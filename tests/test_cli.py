@@ -81,6 +81,9 @@ def test_cli_smoke_run_writes_logs_config_and_checkpoint(tmp_path):
     # the default run directory, runs/<env>__<bonus>__<seed>__<time>, is the one the last line names
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("MontezumaRevenge-v5__rnd__1__")
+    assert result.stdout.startswith(
+        "MontezumaRevenge-v5: 4 updates of 64 steps (2 envs x 32 steps), 256 steps"
+    )
     last_line = result.stdout.splitlines()[-1]
     assert last_line.startswith(f"finished {updates * BATCH} steps; run directory: runs/{run_dir.name}; ")
     assert last_line.endswith("latest episodic return 0.0")  # 20-step episodes of Montezuma score 0

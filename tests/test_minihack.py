@@ -256,6 +256,7 @@ def test_async_send_recv_returns_the_rows_named_by_env_id():
         vec.close()
 
 
+@pytest.mark.slow  # three worker pools; the fast tier checks seeding on in-process envs (below)
 def test_seeds_reproduce_observations():
     def rollout(seed: int) -> list[np.ndarray]:
         vec = make(num_envs=3, seed=seed)
@@ -276,11 +277,13 @@ def test_seeds_reproduce_observations():
     assert any((x != y).any() for x, y in zip(a, c, strict=True))
 
 
-def test_minigrid_based_tasks_are_seeded_too():
-    pytest.importorskip("minigrid")
+@pytest.mark.parametrize("env_id", [ROOM, "MiniHack-MultiRoom-N2-v0"])
+def test_in_process_envs_are_seeded(env_id):
+    if env_id != ROOM:  # MultiRoom builds on minigrid
+        pytest.importorskip("minigrid")
 
     def first_frames(seed: int) -> list[np.ndarray]:
-        env = mh.MiniHackEnv("MiniHack-MultiRoom-N2-v0", seed=seed)
+        env = mh.MiniHackEnv(env_id, seed=seed)
         try:
             return [env.reset()[0]["glyphs"] for _ in range(2)]
         finally:
@@ -360,6 +363,7 @@ def test_a_killed_worker_is_restarted_and_its_episodes_truncated():
         vec.close()
 
 
+@pytest.mark.slow  # the restart itself is tested in the fast tier (above)
 def test_too_many_restarts_stop_the_run_naming_the_worker_and_envs():
     vec = make(num_envs=4, seed=0, max_restarts=0)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from explore.cli import train_summary
+from explore.cli import train_size, train_summary
 from explore.progress import progress_fields
 
 
@@ -46,3 +46,14 @@ def test_last_line_names_the_runs_own_folder_and_the_latest_return():
 def test_last_line_says_when_no_episode_finished():
     result = {"global_step": 64, "run_dir": "runs/x", "latest_return": math.nan}
     assert train_summary(result) == "finished 64 steps; run directory: runs/x; no episode finished yet"
+
+
+def test_the_job_size_is_said_up_front():
+    # --preset minihack: 50M steps in updates of 32 envs x 128 steps = 4,096; 12,207 whole updates
+    assert train_size("MiniHack-MultiRoom-N4-Locked-v0", 32, 128, 50_000_000) == (
+        "MiniHack-MultiRoom-N4-Locked-v0: 12,207 updates of 4,096 steps (32 envs x 128 steps), "
+        "49,999,872 steps in all; the progress bar advances once per update"
+    )
+    assert train_size("Pong-v5", 8, 128, 49_152, world_size=2).startswith(
+        "Pong-v5: 24 updates of 2,048 steps (8 envs x 128 steps x 2 ranks), 49,152 steps in all"
+    )

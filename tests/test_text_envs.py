@@ -280,6 +280,7 @@ def test_vec_gold_path_success_and_invalid_counter():
         vec.close()
 
 
+@pytest.mark.slow  # worker processes are also tested (fast) by the construction-error test
 def test_worker_vec_env_equals_in_process_and_restarts_a_killed_worker():
     kwargs = dict(num_envs=4, seed=7, max_episode_steps=5, **COIN_KW)
     results = []

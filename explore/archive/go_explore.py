@@ -357,7 +357,7 @@ class GoExplore:
                    disable=not cfg.progress, dynamic_ncols=True)
         start = time.time()
         base_elapsed, base_frames = self.elapsed, self.frames
-        last_log = last_ckpt = start
+        last_log = last_ckpt = last_bar = start
         in_flight: dict[int, tuple[list[np.ndarray], Downscale]] = {}
         try:
             with open(progress_path, "a", newline="") as csv_file:
@@ -386,9 +386,11 @@ class GoExplore:
                         last_log = now
                         fps = (self.frames - base_frames) / max(now - start, 1e-9)
                         self._log(writer, rows, csv_file, track_rooms, fps)
-                        best = self.archive.best()
+                    if now - last_bar >= 1.0:  # the bar's fields once a second, not once per log interval
+                        last_bar = now
                         bar.set_postfix(cells=len(self.archive), rooms=len(self.rooms),
-                                        best=best.score if best else 0, refresh=False)
+                                        best=float(self.archive.scores.max()) if len(self.archive) else 0.0,
+                                        refresh=False)
                     if now - last_ckpt >= cfg.checkpoint_interval:
                         last_ckpt = now
                         self.checkpoint()
