@@ -171,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownEnvError, MissingDependencyError, FileNotFoundError, CheckpointError) as exc:
         print(f"explore {command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the last checkpoint stays loadable, so say how to continue
+        print(
+            f"explore {command}: interrupted; a run resumes from its last checkpoint with "
+            "`explore train --resume <run dir>`",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 

@@ -271,3 +271,15 @@ def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path, interru
     atomic_write_bytes(path, lambda f: f.write(b"new"))
     assert path.read_bytes() == b"new"
     assert temp_files(tmp_path) == []
+
+
+def test_ctrl_c_exits_130_with_a_resume_hint_instead_of_a_traceback(monkeypatch, capsys):
+    from explore import cli
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "train", interrupted)
+    assert cli.main(["train"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
