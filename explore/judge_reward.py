@@ -405,6 +405,10 @@ class BackgroundBatcher:
                     return  # nothing left that could still arrive (a failed batch)
                 self._cond.wait(left)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def snapshot(self) -> dict[Hashable, Any]:
         """A copy of the answers so far."""
         with self._cond:
@@ -438,7 +442,7 @@ class BackgroundBatcher:
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} answers for {len(batch)} questions")
             except Exception as exc:  # noqa: BLE001 - any failure of a judge or model must not end the run
-                if self.batch_failures == 0:
+                if self.batch_failures == 0 and not self._closed:
                     log.warning(
                         "judge reward: a %s batch failed (%r); its questions will be asked again",
                         self.name,
@@ -518,6 +522,8 @@ class JudgeRewardBonus(BonusModule):
         self.judge.observe(vocabulary)
         goals = []
         for state in states:
+            if self.questions.closed:  # shutting down: stop between states, not mid-batch at exit
+                raise RuntimeError("closed")
             candidates, picked = [c for c in vocabulary if c != state], []
             while candidates and len(picked) < self.config.goals_per_state:
                 index = self.judge.choose_state(candidates, context=GOAL_CONTEXT.format(state=state))
@@ -752,7 +758,7 @@ _LIVE: weakref.WeakSet[JudgeRewardBonus] = weakref.WeakSet()
 @atexit.register
 def _close_live_bonuses() -> None:
     for bonus in list(_LIVE):
-        bonus.close()
+        bonus.close(timeout=30.0)
 
 
 # --- the builder ---------------------------------------------------------------------------------

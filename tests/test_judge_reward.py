@@ -340,3 +340,36 @@ def test_rollout_never_waits_past_its_deadline_for_a_slow_or_failing_server():
         rewards = bonus.bonus(batch)[:, 0]
         assert min(rewards[1], rewards[2]) > max(rewards[0], rewards[3])
         bonus.close()
+
+
+def test_ellm_rewards_reaching_a_goal_the_oracle_picked_by_hand():
+    # the oracle picks, among the other captions seen, the one with the most progress terms as the goal;
+    # a transition whose caption is the goal has cosine 1 >= 0.7, any other caption 0 (one-hot)
+    vocab = [
+        "You moved.",
+        "You see here a key.",
+        "A key and a door are in view.",
+        "It's a wall.",
+    ]  # 0, 1, 2, 0
+    config = JudgeRewardConfig(mode="ellm", goals_per_state=1, beta=1.0, deadline_s=60.0)
+    bonus = JudgeRewardBonus(1, table_captioner(vocab), make_judge("oracle"), OneHotEmbedder(vocab), config)
+    obs = torch.tensor([[0], [1], [2], [3], [2]])
+    next_obs = torch.tensor([[1], [2], [3], [2], [1]])
+    batch = {
+        "obs": obs,
+        "next_obs": next_obs,
+        "valid": torch.ones(5, 1, dtype=torch.bool),
+        "dones": torch.zeros(5, 1, dtype=torch.bool),
+    }
+    rewards = bonus.bonus(batch)[:, 0]
+    goals = {state: bonus.questions.answers[state] for state in vocab}
+    assert goals == {
+        vocab[0]: (vocab[2],),
+        vocab[1]: (vocab[2],),
+        vocab[2]: (vocab[1],),
+        vocab[3]: (vocab[2],),
+    }
+    # moved -> key: not its goal; key -> key+door: goal (N=1); key+door -> wall: no;
+    # wall -> key+door: goal, its 2nd visit (1/2); key+door -> key: goal, the 2nd visit of key (1/2)
+    assert rewards.tolist() == [0.0, 1.0, 0.0, 0.5, 0.5]
+    bonus.close()
