@@ -121,6 +121,8 @@ class JudgeRewardConfig:
     """ellm: candidate goals: the most visited captions seen so far"""
     goal_similarity: float = 0.7
     """ellm: cosine similarity of a transition's caption to a goal at which it counts as achieved"""
+    max_queued: int = 1024
+    """judge questions waiting at most; beyond it the oldest are dropped (the newest are served first)"""
     deadline_s: float = 0.5
     """the most seconds bonus() waits for the judge and the embeddings per rollout; then the fallback"""
     batch_size: int = 64
@@ -157,6 +159,7 @@ class JudgeRewardConfig:
             "fit_steps",
             "max_captions",
             "goals_per_state",
+            "max_queued",
             "goal_vocabulary",
             "batch_size",
         )
@@ -372,13 +375,20 @@ class BackgroundBatcher:
     """Answers keyed questions in one background thread, `batch_size` keys at a time, and caches them.
 
     `submit(keys)` queues the keys neither answered nor queued; `wait(keys, seconds)` blocks until they
-    are all answered or the seconds pass; `answers` is the cache. A batch whose `compute` raises is
-    dropped (counted in `batch_failures`, the first error logged): its keys can be submitted again.
+    are all answered or the seconds pass; `answers` is the cache. The newest keys are served first
+    (the rollout that asked is still waiting for them, older ones may never recur) and at most
+    `max_queued` wait: beyond that the oldest are dropped (counted in `dropped`; asked again if they
+    recur). A batch whose `compute` raises is dropped (counted in `batch_failures`, the first error
+    logged): its keys can be submitted again.
     """
 
-    def __init__(self, compute: Callable[[list[Any]], list[Any]], batch_size: int, name: str):
+    def __init__(
+        self, compute: Callable[[list[Any]], list[Any]], batch_size: int, name: str, max_queued: int = 4096
+    ):
         self.compute = compute
         self.batch_size = batch_size
+        self.max_queued = max_queued
+        self.dropped = 0
         self.name = name
         self.answers: dict[Hashable, Any] = {}
         self.batch_failures = 0
@@ -395,6 +405,9 @@ class BackgroundBatcher:
             for key in keys:
                 if key not in self.answers and key not in self._queued and key not in self._running:
                     self._queued[key] = None
+            while len(self._queued) > self.max_queued:
+                del self._queued[next(iter(self._queued))]
+                self.dropped += 1
             self._cond.notify_all()
 
     def wait(self, keys: Sequence[Hashable], seconds: float) -> None:
@@ -433,7 +446,7 @@ class BackgroundBatcher:
                     self._cond.wait()
                 if self._closed:
                     return
-                batch = list(self._queued)[: self.batch_size]
+                batch = list(self._queued)[-self.batch_size :]  # the newest first
                 for key in batch:
                     del self._queued[key]
                 self._running.update(batch)
@@ -500,7 +513,10 @@ class JudgeRewardBonus(BonusModule):
         self._last_mean = torch.zeros(())
         self.embeddings = BackgroundBatcher(self._embed_batch, config.batch_size, "embedding")
         self.questions = BackgroundBatcher(
-            self._prefer_batch if config.mode == "motif" else self._goal_batch, config.batch_size, "judge"
+            self._prefer_batch if config.mode == "motif" else self._goal_batch,
+            config.batch_size,
+            "judge",
+            max_queued=config.max_queued,
         )
         if config.reward_model is not None:
             self.fitted, self.preferences = load_reward_model(config.reward_model)
@@ -703,6 +719,7 @@ class JudgeRewardBonus(BonusModule):
             preferences=float(len(self.preferences)),
             fits=float(self.fits),
             batch_failures=float(self.embeddings.batch_failures + self.questions.batch_failures),
+            dropped=float(self.embeddings.dropped + self.questions.dropped),
             pending=float(self.embeddings.pending + self.questions.pending),
             reward_threshold=float(self.fitted.threshold) if self.fitted is not None else 0.0,
         )

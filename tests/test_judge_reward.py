@@ -373,3 +373,28 @@ def test_ellm_rewards_reaching_a_goal_the_oracle_picked_by_hand():
     # wall -> key+door: goal, its 2nd visit (1/2); key+door -> key: goal, the 2nd visit of key (1/2)
     assert rewards.tolist() == [0.0, 1.0, 0.0, 0.5, 0.5]
     bonus.close()
+
+
+def test_background_batcher_serves_the_newest_first_and_drops_the_oldest_beyond_its_queue():
+    import threading
+
+    from explore.judge_reward import BackgroundBatcher
+
+    started, release, batches = threading.Event(), threading.Event(), []
+
+    def compute(keys):
+        batches.append(list(keys))
+        started.set()
+        release.wait(60)
+        return [k * 10 for k in keys]
+
+    batcher = BackgroundBatcher(compute, batch_size=2, name="test", max_queued=4)
+    batcher.submit([0])
+    assert started.wait(60)  # the thread is inside the first batch
+    batcher.submit([1, 2, 3, 4, 5, 6, 7, 0])  # 0 is running: not queued again; 1, 2, 3 are dropped
+    assert batcher.dropped == 3
+    release.set()
+    batcher.wait([4, 5, 6, 7], 60)
+    assert batches == [[0], [6, 7], [4, 5]]
+    assert batcher.snapshot() == {0: 0, 4: 40, 5: 50, 6: 60, 7: 70}
+    batcher.close()
