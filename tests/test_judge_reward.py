@@ -398,3 +398,29 @@ def test_background_batcher_serves_the_newest_first_and_drops_the_oldest_beyond_
     assert batches == [[0], [6, 7], [4, 5]]
     assert batcher.snapshot() == {0: 0, 4: 40, 5: 50, 6: 60, 7: 70}
     batcher.close()
+
+
+def test_bad_configuration_is_a_clear_error(monkeypatch, tmp_path):
+    import gymnasium as gym
+
+    from explore.errors import ConfigError
+    from explore.judge_reward import ENV_VAR, find_captioner
+
+    with pytest.raises(ConfigError, match=r"beta=-1 is invalid: expected a finite number >= 0"):
+        JudgeRewardConfig(beta=-1).validate()
+    with pytest.raises(ConfigError, match=r"judge='local' needs judge_model_path"):
+        JudgeRewardConfig(judge="local").validate()
+    with pytest.raises(ConfigError, match=r"holds no reward_model.pt"):
+        JudgeRewardConfig(reward_model=str(tmp_path)).validate()
+    monkeypatch.setenv(ENV_VAR, "--mode ellm --judge oracle --beta 0.5")
+    assert JudgeRewardConfig.from_env() == JudgeRewardConfig(mode="ellm", judge="oracle", beta=0.5)
+    monkeypatch.setenv(ENV_VAR, "--mode nonsense")
+    with pytest.raises(ConfigError, match=ENV_VAR):
+        JudgeRewardConfig.from_env()
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
+    with pytest.raises(ConfigError, match=r"no env suite captions .* MiniHack \(message and blstats\)"):
+        find_captioner(frames)
+    nle = gym.spaces.Dict({"message": gym.spaces.Box(0, 255, (256,)), "blstats": gym.spaces.Box(0, 9, (27,))})
+    from envs.minihack import captions
+
+    assert find_captioner(nle) is captions
