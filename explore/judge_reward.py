@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import importlib
 import json
 import logging
@@ -121,6 +122,9 @@ class JudgeRewardConfig:
     """ellm: candidate goals: the most visited captions seen so far"""
     goal_similarity: float = 0.7
     """ellm: cosine similarity of a transition's caption to a goal at which it counts as achieved"""
+    cache_size: int = 100_000
+    """captions (or pairs) whose embeddings, judge answers and last values are kept; beyond it the oldest
+    half is forgotten (asked again if they recur)"""
     max_queued: int = 1024
     """judge questions waiting at most; beyond it the oldest are dropped (the newest are served first)"""
     deadline_s: float = 0.5
@@ -160,6 +164,7 @@ class JudgeRewardConfig:
             "max_captions",
             "goals_per_state",
             "max_queued",
+            "cache_size",
             "goal_vocabulary",
             "batch_size",
         )
@@ -318,6 +323,11 @@ def load_reward_model(
     return FittedRewardModel(model, state["mean"], state["std"], state["threshold"]), preferences
 
 
+def caption_key(caption: str) -> int:
+    """A stable non-negative int64 key of a caption."""
+    return int.from_bytes(hashlib.blake2b(caption.encode(), digest_size=8).digest(), "little") >> 1
+
+
 def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: float | None = None) -> Tensor:
     """Motif's 1{v >= eps} v / N^beta; 0 where the count is 0 (an invalid step). No threshold: eps = -inf."""
     keep = counts > 0 if threshold is None else (counts > 0) & (values >= threshold)
@@ -325,6 +335,13 @@ def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: fl
 
 
 # --- embeddings and judges, answered in the background ------------------------------------------------
+
+
+def forget_oldest(table: dict[Any, Any], limit: int) -> None:
+    """Past `limit` entries, drop the oldest half of `table` (insertion order): bounded memory, rare work."""
+    if len(table) > limit:
+        for key in list(table)[: len(table) - limit // 2]:
+            del table[key]
 
 
 class CaptionEmbedder:
@@ -340,6 +357,7 @@ class CaptionEmbedder:
         model_path: str | None = None,
         device: str = "cpu",
         batch_size: int = 64,
+        cache_size: int = 100_000,
     ):
         if encode is None:
             from explore.judge.embedding import load_sentence_model
@@ -356,6 +374,7 @@ class CaptionEmbedder:
                 )
 
         self.encode = encode
+        self.cache_size = cache_size
         self.device = torch.device(device)
         self.cache: dict[str, Tensor] = {}
         self._lock = threading.Lock()
@@ -366,9 +385,14 @@ class CaptionEmbedder:
             missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
             if missing:
                 vectors = self.encode(missing).to(self.device, torch.float32)
-                self.cache.update(zip(missing, vectors, strict=True))
+                fresh = dict(zip(missing, vectors, strict=True))
+                self.cache.update(fresh)
                 self.encoded += len(missing)
-            return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, 0)
+            else:
+                fresh = {}
+            rows = [fresh[t] if t in fresh else self.cache[t] for t in texts]
+            forget_oldest(self.cache, self.cache_size)
+            return torch.stack(rows) if rows else torch.zeros(0, 0)
 
 
 class BackgroundBatcher:
@@ -383,11 +407,17 @@ class BackgroundBatcher:
     """
 
     def __init__(
-        self, compute: Callable[[list[Any]], list[Any]], batch_size: int, name: str, max_queued: int = 4096
+        self,
+        compute: Callable[[list[Any]], list[Any]],
+        batch_size: int,
+        name: str,
+        max_queued: int = 4096,
+        max_answers: int = 100_000,
     ):
         self.compute = compute
         self.batch_size = batch_size
         self.max_queued = max_queued
+        self.max_answers = max_answers
         self.dropped = 0
         self.name = name
         self.answers: dict[Hashable, Any] = {}
@@ -467,6 +497,7 @@ class BackgroundBatcher:
                     self.batch_failures += 1
                 else:
                     self.answers.update(zip(batch, results, strict=True))
+                    forget_oldest(self.answers, self.max_answers)
                     self.answered += len(batch)
                 self._running.difference_update(batch)
                 self._cond.notify_all()
@@ -497,7 +528,6 @@ class JudgeRewardBonus(BonusModule):
         self.embed = embed
         self.counts = EpisodicCount(num_envs)  # counts caption ids: N_episode(caption)
         self.rng = random.Random(config.seed)
-        self.caption_ids: dict[str, int] = {}
         self.visits: Counter[str] = Counter()
         self.preferences: dict[tuple[str, str], float] = {}
         self._asked: set[frozenset[str]] = set()  # pairs sent to the judge (in either order)
@@ -511,12 +541,15 @@ class JudgeRewardBonus(BonusModule):
         self.counters: Counter[str] = Counter()
         self._last_call: float | None = None
         self._last_mean = torch.zeros(())
-        self.embeddings = BackgroundBatcher(self._embed_batch, config.batch_size, "embedding")
+        self.embeddings = BackgroundBatcher(
+            self._embed_batch, config.batch_size, "embedding", max_answers=config.cache_size
+        )
         self.questions = BackgroundBatcher(
             self._prefer_batch if config.mode == "motif" else self._goal_batch,
             config.batch_size,
             "judge",
             max_queued=config.max_queued,
+            max_answers=config.cache_size,
         )
         if config.reward_model is not None:
             self.fitted, self.preferences = load_reward_model(config.reward_model)
@@ -579,8 +612,9 @@ class JudgeRewardBonus(BonusModule):
         return transitions, states
 
     def _ids(self, captions: list[str], shape: torch.Size, device: torch.device) -> Tensor:
-        ids = [self.caption_ids.setdefault(c, len(self.caption_ids)) for c in captions]
-        return torch.tensor(ids, dtype=torch.int64, device=device).view(shape)
+        """A stable int64 per caption (blake2b, not Python's salted hash): the episodic count's state key."""
+        distinct = {c: caption_key(c) for c in dict.fromkeys(captions)}
+        return torch.tensor([distinct[c] for c in captions], dtype=torch.int64, device=device).view(shape)
 
     def _collect(self, captions: list[str]) -> None:
         """Add captions to the collection and, in motif mode, send new pairs to the judge; maybe refit."""
@@ -629,6 +663,7 @@ class JudgeRewardBonus(BonusModule):
             else:
                 self.last_value[key] = value
             out.append(value)
+        forget_oldest(self.last_value, self.config.cache_size)
         return out
 
     def _motif_ready(self, captions: list[str], fitted: FittedRewardModel) -> list[float | None]:
