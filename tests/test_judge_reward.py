@@ -424,3 +424,14 @@ def test_bad_configuration_is_a_clear_error(monkeypatch, tmp_path):
     from envs.minihack import captions
 
     assert find_captioner(nle) is captions
+
+
+def test_cli_judge_reward_errors_before_any_environment_starts(capsys, tmp_path):
+    from explore.cli import main
+
+    assert main(["judge-reward"]) == 2
+    assert "usage: explore judge-reward fit" in capsys.readouterr().err
+    out = tmp_path / "rm"
+    assert main(["judge-reward", "fit", "--bonus.beta", "-1", "--out", str(out)]) == 2
+    assert "beta=-1.0 is invalid" in capsys.readouterr().err
+    assert not out.exists()
