@@ -563,6 +563,9 @@ class JudgeRewardBonus(BonusModule):
         return list(self.embed(captions))
 
     def _prefer_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
+        with self._lock:
+            collected = list(self.visits)
+        self.judge.observe(collected)  # the embedding judge prefers what is novel among the captions seen
         return self.judge.prefer(pairs)
 
     def _goal_batch(self, states: list[str]) -> list[tuple[str, ...]]:
@@ -936,6 +939,7 @@ def fit_main(argv: Sequence[str]) -> None:
         a, b = rng.sample(captions, 2)
         pairs.setdefault(frozenset((a, b)), (a, b))
     judge = make_reward_judge(config.bonus, device)
+    judge.observe(captions)  # the embedding judge prefers what is novel among the captions seen
     asked = list(pairs.values())
     answers = []
     for start in range(0, len(asked), config.bonus.batch_size):

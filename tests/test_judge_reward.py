@@ -435,3 +435,29 @@ def test_cli_judge_reward_errors_before_any_environment_starts(capsys, tmp_path)
     assert main(["judge-reward", "fit", "--bonus.beta", "-1", "--out", str(out)]) == 2
     assert "beta=-1.0 is invalid" in capsys.readouterr().err
     assert not out.exists()
+
+
+@needs_st
+def test_motif_with_the_embedding_judge_prefers_the_novel_caption_among_those_collected():
+    vocab = [
+        "You moved.",
+        "You did not move.",
+        "You moved again.",
+        "A genie rises from the fountain and offers a wish.",
+    ]
+    config = JudgeRewardConfig(pairs_per_rollout=6, min_pairs=1000, deadline_s=0.0)
+    bonus = JudgeRewardBonus(
+        1, table_captioner(vocab), make_judge("embedding"), OneHotEmbedder(vocab), config
+    )
+    obs = torch.arange(4).view(-1, 1)
+    batch = {"obs": obs, "next_obs": obs, "valid": torch.ones(4, 1, dtype=torch.bool)}
+    give_up = time.monotonic() + 300
+    while len(bonus.preferences) < 6 and time.monotonic() < give_up:
+        bonus.bonus(batch)
+        time.sleep(0.05)
+    odd = vocab[3]
+    for (a, b), p in bonus.preferences.items():
+        if odd in (a, b):  # the genie is far from every other caption seen: always preferred
+            assert p == (1.0 if a == odd else 0.0)
+    assert len(bonus.preferences) == 6
+    bonus.close()
