@@ -838,8 +838,27 @@ def resolve_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def make_reward_judge(config: JudgeRewardConfig, device: str = "cpu") -> Judge:
-    """The judge of `config`; the language-model judges fall back to 'uniform' (no preference)."""
+class _SharedEncoder:
+    """A SentenceTransformer-shaped view of a CaptionEmbedder: the embedding judge then reuses its cache."""
+
+    def __init__(self, embed: CaptionEmbedder):
+        self.embed = embed
+        self.device = embed.device
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Tensor:
+        return self.embed(list(texts))
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return int(self.embed(["."]).shape[1])
+
+
+def make_reward_judge(
+    config: JudgeRewardConfig, device: str = "cpu", embed: CaptionEmbedder | None = None
+) -> Judge:
+    """The judge of `config`; the language-model judges fall back to 'uniform' (no preference).
+
+    `embed`: the bonus's sentence embeddings, shared with the embedding judge (one encoding per caption).
+    """
     if config.judge == "http":
         return make_judge(
             "http",
@@ -854,9 +873,12 @@ def make_reward_judge(config: JudgeRewardConfig, device: str = "cpu") -> Judge:
             "local", model_path=config.judge_model_path, device=device, fallback="uniform", seed=config.seed
         )
     if config.judge == "embedding":
-        return make_judge(
-            "embedding", model_path=config.embedding_model_path, device=device, seed=config.seed
+        shared = (
+            {"model": _SharedEncoder(embed)}
+            if embed is not None
+            else {"model_path": config.embedding_model_path}
         )
+        return make_judge("embedding", device=device, seed=config.seed, **shared)
     return make_judge(config.judge, seed=config.seed)
 
 
@@ -871,7 +893,9 @@ def build_judge_reward(context: Any) -> JudgeRewardBonus:
     embed = CaptionEmbedder(
         model_path=config.embedding_model_path, device=device, batch_size=config.batch_size
     )
-    return JudgeRewardBonus(context.num_envs, captioner, make_reward_judge(config, device), embed, config)
+    return JudgeRewardBonus(
+        context.num_envs, captioner, make_reward_judge(config, device, embed), embed, config
+    )
 
 
 # --- `explore judge-reward fit`: captions from a random policy, preferences, a reward model ---------
@@ -938,14 +962,14 @@ def fit_main(argv: Sequence[str]) -> None:
     while len(pairs) < wanted:
         a, b = rng.sample(captions, 2)
         pairs.setdefault(frozenset((a, b)), (a, b))
-    judge = make_reward_judge(config.bonus, device)
+    embed = CaptionEmbedder(model_path=config.bonus.embedding_model_path, device=device)
+    judge = make_reward_judge(config.bonus, device, embed)
     judge.observe(captions)  # the embedding judge prefers what is novel among the captions seen
     asked = list(pairs.values())
     answers = []
     for start in range(0, len(asked), config.bonus.batch_size):
         answers += judge.prefer(asked[start : start + config.bonus.batch_size])
     preferences = dict(zip(asked, answers, strict=True))
-    embed = CaptionEmbedder(model_path=config.bonus.embedding_model_path, device=device)
     fitted = fit_reward_model(preferences, captions, embed, config.bonus)
     save_reward_model(config.out, fitted, preferences)
     ranked = sorted(captions, key=lambda c: -float(fitted.normalized(embed([c]))[0]))

@@ -445,10 +445,12 @@ def test_motif_with_the_embedding_judge_prefers_the_novel_caption_among_those_co
         "You moved again.",
         "A genie rises from the fountain and offers a wish.",
     ]
-    config = JudgeRewardConfig(pairs_per_rollout=6, min_pairs=1000, deadline_s=0.0)
-    bonus = JudgeRewardBonus(
-        1, table_captioner(vocab), make_judge("embedding"), OneHotEmbedder(vocab), config
-    )
+    from explore.judge_reward import CaptionEmbedder, make_reward_judge
+
+    config = JudgeRewardConfig(pairs_per_rollout=6, min_pairs=1000, deadline_s=0.0, device="cpu")
+    sentences = CaptionEmbedder(device="cpu")  # the judge encodes through the bonus's shared cache
+    judge = make_reward_judge(config, "cpu", sentences)
+    bonus = JudgeRewardBonus(1, table_captioner(vocab), judge, OneHotEmbedder(vocab), config)
     obs = torch.arange(4).view(-1, 1)
     batch = {"obs": obs, "next_obs": obs, "valid": torch.ones(4, 1, dtype=torch.bool)}
     give_up = time.monotonic() + 300
@@ -460,4 +462,5 @@ def test_motif_with_the_embedding_judge_prefers_the_novel_caption_among_those_co
         if odd in (a, b):  # the genie is far from every other caption seen: always preferred
             assert p == (1.0 if a == odd else 0.0)
     assert len(bonus.preferences) == 6
+    assert set(vocab) <= set(sentences.cache)
     bonus.close()
