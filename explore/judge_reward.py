@@ -24,7 +24,8 @@ judge reads and what the reward is keyed by.
 
 Judges in the hot loop. Embeddings and judge questions are answered by background threads
 (`BackgroundBatcher`), in batches, cached by caption (or pair). `bonus()` submits what is missing
-and waits at most `deadline_s` in all; what is still missing then gets the fallback: the caption's
+and waits at most `deadline_s` in all (not at all when a queue is already more than a batch behind:
+`skipped_waits`); what is still missing then gets the fallback: the caption's
 last value (its cached value) if it had one, else 0. A judge that fails answers with its own
 fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a batch that raises is
 dropped and asked again when its captions recur. Everything is counted in `metrics()` and logged as
@@ -697,6 +698,13 @@ class JudgeRewardBonus(BonusModule):
             out.append(similarity if similarity >= self.config.goal_similarity else 0.0)
         return out
 
+    def _deadline(self, batcher: BackgroundBatcher) -> float:
+        """`deadline_s`, or 0 when the batcher is already more than a batch behind (waiting would not help)."""
+        if batcher.pending > self.config.batch_size:
+            self.counters["skipped_waits"] += 1
+            return 0.0
+        return self.config.deadline_s
+
     @torch.no_grad()
     def bonus(self, batch: Batch) -> Tensor:
         valid, device = batch["valid"], batch["valid"].device
@@ -710,25 +718,27 @@ class JudgeRewardBonus(BonusModule):
         if self.config.mode == "motif":
             keys: list[Any] = list(dict.fromkeys(seen))
             row_keys = transitions
+            deadline = self._deadline(self.embeddings)
             self.embeddings.submit(keys)  # also for the next fit
             with self._lock:
                 fitted = self.fitted
             if fitted is None:  # no reward model yet: no reward (not a fallback)
                 values = [0.0] * len(keys)
             else:
-                self.embeddings.wait(keys, self.config.deadline_s)
+                self.embeddings.wait(keys, deadline)
                 values = self._values(keys, lambda k: self._motif_ready(k, fitted))
         else:
             assert states is not None
             row_keys = list(zip(states, transitions, strict=True))
             keys = list(dict.fromkeys(k for k, ok in zip(row_keys, flat_valid, strict=True) if ok))
             distinct_states = list(dict.fromkeys(s for s, _ in keys))
+            deadline = min(self._deadline(self.questions), self._deadline(self.embeddings))
             self.questions.submit(distinct_states)
             self.embeddings.submit(list(dict.fromkeys(c for _, c in keys)))
-            self.questions.wait(distinct_states, self.config.deadline_s)
+            self.questions.wait(distinct_states, deadline)
             goals = {g for s in distinct_states for g in self.questions.answers.get(s, ())}
             self.embeddings.submit(sorted(goals))
-            left = self.config.deadline_s - (time.monotonic() - start)
+            left = deadline - (time.monotonic() - start)
             self.embeddings.wait([*sorted(goals), *(c for _, c in keys)], max(0.0, left))
             values = self._values(keys, self._ellm_ready)
         table = dict(zip(keys, values, strict=True))
@@ -749,7 +759,8 @@ class JudgeRewardBonus(BonusModule):
 
     def metrics(self) -> dict[str, float]:
         out = {k.removeprefix("judge/"): v for k, v in self.judge.metrics().items()}
-        out.update({k: 0.0 for k in ("late", "fallback_cached", "fallback_zero", "wait_s", "wait_fraction")})
+        names = ("late", "fallback_cached", "fallback_zero", "skipped_waits", "wait_s", "wait_fraction")
+        out.update({k: 0.0 for k in names})
         out.update({k: float(v) for k, v in self.counters.items()})
         out.update(
             intrinsic_reward_mean=float(self._last_mean),

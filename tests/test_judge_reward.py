@@ -464,3 +464,24 @@ def test_motif_with_the_embedding_judge_prefers_the_novel_caption_among_those_co
     assert len(bonus.preferences) == 6
     assert set(vocab) <= set(sentences.cache)
     bonus.close()
+
+
+def test_ellm_rollout_does_not_wait_past_its_deadline_for_a_slow_server_and_falls_back_to_zero():
+    with FakeOpenAI(reply=oracle_reply) as server:
+        server.sleep["slow"] = 6.0  # every goal question lists the "slow" caption: all answered after 6 s
+        judge = make_judge(
+            "http", url=server.url, model="judge", api_key="k", timeout=30.0, fallback="uniform"
+        )
+        config = JudgeRewardConfig(mode="ellm", deadline_s=0.2, goals_per_state=1, batch_size=2)
+        bonus = JudgeRewardBonus(1, table_captioner(SLOW_VOCAB), judge, OneHotEmbedder(SLOW_VOCAB), config)
+        obs = torch.arange(len(SLOW_VOCAB)).view(-1, 1)
+        batch = {"obs": obs, "next_obs": obs.roll(1, 0), "valid": torch.ones_like(obs, dtype=torch.bool)}
+        start = time.monotonic()
+        rewards = bonus.bonus(batch)
+        assert time.monotonic() - start < 3.0  # the server holds each question for 6 s
+        metrics = bonus.metrics()
+        assert rewards.eq(0).all()  # no goal arrived in time and nothing was cached: zero bonus
+        assert metrics["late"] == metrics["fallback_zero"] == len(SLOW_VOCAB)
+        bonus.bonus(batch)  # the judge is more than a batch behind now: the rollout does not wait at all
+        assert bonus.metrics()["skipped_waits"] >= 1
+        bonus.close(timeout=0.0)
