@@ -24,7 +24,8 @@ judge reads and what the reward is keyed by.
 
 Judges in the hot loop. Embeddings and judge questions are answered by background threads
 (`BackgroundBatcher`), in batches, cached by caption (or pair). `bonus()` submits what is missing
-and waits at most `deadline_s` in all; what is still missing then gets the fallback: the caption's
+and waits at most `deadline_s` in all (not at all when a queue is already more than a batch behind:
+`skipped_waits`); what is still missing then gets the fallback: the caption's
 last value (its cached value) if it had one, else 0. A judge that fails answers with its own
 fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a batch that raises is
 dropped and asked again when its captions recur. Everything is counted in `metrics()` and logged as
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import hashlib
 import importlib
 import json
 import logging
@@ -121,6 +123,11 @@ class JudgeRewardConfig:
     """ellm: candidate goals: the most visited captions seen so far"""
     goal_similarity: float = 0.7
     """ellm: cosine similarity of a transition's caption to a goal at which it counts as achieved"""
+    cache_size: int = 100_000
+    """captions (or pairs) whose embeddings, judge answers and last values are kept; beyond it the oldest
+    half is forgotten (asked again if they recur)"""
+    max_queued: int = 1024
+    """judge questions waiting at most; beyond it the oldest are dropped (the newest are served first)"""
     deadline_s: float = 0.5
     """the most seconds bonus() waits for the judge and the embeddings per rollout; then the fallback"""
     batch_size: int = 64
@@ -157,6 +164,8 @@ class JudgeRewardConfig:
             "fit_steps",
             "max_captions",
             "goals_per_state",
+            "max_queued",
+            "cache_size",
             "goal_vocabulary",
             "batch_size",
         )
@@ -315,6 +324,11 @@ def load_reward_model(
     return FittedRewardModel(model, state["mean"], state["std"], state["threshold"]), preferences
 
 
+def caption_key(caption: str) -> int:
+    """A stable non-negative int64 key of a caption."""
+    return int.from_bytes(hashlib.blake2b(caption.encode(), digest_size=8).digest(), "little") >> 1
+
+
 def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: float | None = None) -> Tensor:
     """Motif's 1{v >= eps} v / N^beta; 0 where the count is 0 (an invalid step). No threshold: eps = -inf."""
     keep = counts > 0 if threshold is None else (counts > 0) & (values >= threshold)
@@ -322,6 +336,13 @@ def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: fl
 
 
 # --- embeddings and judges, answered in the background ------------------------------------------------
+
+
+def forget_oldest(table: dict[Any, Any], limit: int) -> None:
+    """Past `limit` entries, drop the oldest half of `table` (insertion order): bounded memory, rare work."""
+    if len(table) > limit:
+        for key in list(table)[: len(table) - limit // 2]:
+            del table[key]
 
 
 class CaptionEmbedder:
@@ -337,6 +358,7 @@ class CaptionEmbedder:
         model_path: str | None = None,
         device: str = "cpu",
         batch_size: int = 64,
+        cache_size: int = 100_000,
     ):
         if encode is None:
             from explore.judge.embedding import load_sentence_model
@@ -353,6 +375,7 @@ class CaptionEmbedder:
                 )
 
         self.encode = encode
+        self.cache_size = cache_size
         self.device = torch.device(device)
         self.cache: dict[str, Tensor] = {}
         self._lock = threading.Lock()
@@ -363,22 +386,40 @@ class CaptionEmbedder:
             missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
             if missing:
                 vectors = self.encode(missing).to(self.device, torch.float32)
-                self.cache.update(zip(missing, vectors, strict=True))
+                fresh = dict(zip(missing, vectors, strict=True))
+                self.cache.update(fresh)
                 self.encoded += len(missing)
-            return torch.stack([self.cache[t] for t in texts]) if texts else torch.zeros(0, 0)
+            else:
+                fresh = {}
+            rows = [fresh[t] if t in fresh else self.cache[t] for t in texts]
+            forget_oldest(self.cache, self.cache_size)
+            return torch.stack(rows) if rows else torch.zeros(0, 0)
 
 
 class BackgroundBatcher:
     """Answers keyed questions in one background thread, `batch_size` keys at a time, and caches them.
 
     `submit(keys)` queues the keys neither answered nor queued; `wait(keys, seconds)` blocks until they
-    are all answered or the seconds pass; `answers` is the cache. A batch whose `compute` raises is
-    dropped (counted in `batch_failures`, the first error logged): its keys can be submitted again.
+    are all answered or the seconds pass; `answers` is the cache. The newest keys are served first
+    (the rollout that asked is still waiting for them, older ones may never recur) and at most
+    `max_queued` wait: beyond that the oldest are dropped (counted in `dropped`; asked again if they
+    recur). A batch whose `compute` raises is dropped (counted in `batch_failures`, the first error
+    logged): its keys can be submitted again.
     """
 
-    def __init__(self, compute: Callable[[list[Any]], list[Any]], batch_size: int, name: str):
+    def __init__(
+        self,
+        compute: Callable[[list[Any]], list[Any]],
+        batch_size: int,
+        name: str,
+        max_queued: int = 4096,
+        max_answers: int = 100_000,
+    ):
         self.compute = compute
         self.batch_size = batch_size
+        self.max_queued = max_queued
+        self.max_answers = max_answers
+        self.dropped = 0
         self.name = name
         self.answers: dict[Hashable, Any] = {}
         self.batch_failures = 0
@@ -395,6 +436,9 @@ class BackgroundBatcher:
             for key in keys:
                 if key not in self.answers and key not in self._queued and key not in self._running:
                     self._queued[key] = None
+            while len(self._queued) > self.max_queued:
+                del self._queued[next(iter(self._queued))]
+                self.dropped += 1
             self._cond.notify_all()
 
     def wait(self, keys: Sequence[Hashable], seconds: float) -> None:
@@ -404,6 +448,10 @@ class BackgroundBatcher:
                 if not any(k in self._queued or k in self._running for k in keys if k not in self.answers):
                     return  # nothing left that could still arrive (a failed batch)
                 self._cond.wait(left)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def snapshot(self) -> dict[Hashable, Any]:
         """A copy of the answers so far."""
@@ -429,7 +477,7 @@ class BackgroundBatcher:
                     self._cond.wait()
                 if self._closed:
                     return
-                batch = list(self._queued)[: self.batch_size]
+                batch = list(self._queued)[-self.batch_size :]  # the newest first
                 for key in batch:
                     del self._queued[key]
                 self._running.update(batch)
@@ -438,7 +486,7 @@ class BackgroundBatcher:
                 if len(results) != len(batch):
                     raise RuntimeError(f"{len(results)} answers for {len(batch)} questions")
             except Exception as exc:  # noqa: BLE001 - any failure of a judge or model must not end the run
-                if self.batch_failures == 0:
+                if self.batch_failures == 0 and not self._closed:
                     log.warning(
                         "judge reward: a %s batch failed (%r); its questions will be asked again",
                         self.name,
@@ -450,6 +498,7 @@ class BackgroundBatcher:
                     self.batch_failures += 1
                 else:
                     self.answers.update(zip(batch, results, strict=True))
+                    forget_oldest(self.answers, self.max_answers)
                     self.answered += len(batch)
                 self._running.difference_update(batch)
                 self._cond.notify_all()
@@ -480,7 +529,6 @@ class JudgeRewardBonus(BonusModule):
         self.embed = embed
         self.counts = EpisodicCount(num_envs)  # counts caption ids: N_episode(caption)
         self.rng = random.Random(config.seed)
-        self.caption_ids: dict[str, int] = {}
         self.visits: Counter[str] = Counter()
         self.preferences: dict[tuple[str, str], float] = {}
         self._asked: set[frozenset[str]] = set()  # pairs sent to the judge (in either order)
@@ -494,9 +542,15 @@ class JudgeRewardBonus(BonusModule):
         self.counters: Counter[str] = Counter()
         self._last_call: float | None = None
         self._last_mean = torch.zeros(())
-        self.embeddings = BackgroundBatcher(self._embed_batch, config.batch_size, "embedding")
+        self.embeddings = BackgroundBatcher(
+            self._embed_batch, config.batch_size, "embedding", max_answers=config.cache_size
+        )
         self.questions = BackgroundBatcher(
-            self._prefer_batch if config.mode == "motif" else self._goal_batch, config.batch_size, "judge"
+            self._prefer_batch if config.mode == "motif" else self._goal_batch,
+            config.batch_size,
+            "judge",
+            max_queued=config.max_queued,
+            max_answers=config.cache_size,
         )
         if config.reward_model is not None:
             self.fitted, self.preferences = load_reward_model(config.reward_model)
@@ -510,6 +564,9 @@ class JudgeRewardBonus(BonusModule):
         return list(self.embed(captions))
 
     def _prefer_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
+        with self._lock:
+            collected = list(self.visits)
+        self.judge.observe(collected)  # the embedding judge prefers what is novel among the captions seen
         return self.judge.prefer(pairs)
 
     def _goal_batch(self, states: list[str]) -> list[tuple[str, ...]]:
@@ -518,6 +575,8 @@ class JudgeRewardBonus(BonusModule):
         self.judge.observe(vocabulary)
         goals = []
         for state in states:
+            if self.questions.closed:  # shutting down: stop between states, not mid-batch at exit
+                raise RuntimeError("closed")
             candidates, picked = [c for c in vocabulary if c != state], []
             while candidates and len(picked) < self.config.goals_per_state:
                 index = self.judge.choose_state(candidates, context=GOAL_CONTEXT.format(state=state))
@@ -557,8 +616,9 @@ class JudgeRewardBonus(BonusModule):
         return transitions, states
 
     def _ids(self, captions: list[str], shape: torch.Size, device: torch.device) -> Tensor:
-        ids = [self.caption_ids.setdefault(c, len(self.caption_ids)) for c in captions]
-        return torch.tensor(ids, dtype=torch.int64, device=device).view(shape)
+        """A stable int64 per caption (blake2b, not Python's salted hash): the episodic count's state key."""
+        distinct = {c: caption_key(c) for c in dict.fromkeys(captions)}
+        return torch.tensor([distinct[c] for c in captions], dtype=torch.int64, device=device).view(shape)
 
     def _collect(self, captions: list[str]) -> None:
         """Add captions to the collection and, in motif mode, send new pairs to the judge; maybe refit."""
@@ -607,6 +667,7 @@ class JudgeRewardBonus(BonusModule):
             else:
                 self.last_value[key] = value
             out.append(value)
+        forget_oldest(self.last_value, self.config.cache_size)
         return out
 
     def _motif_ready(self, captions: list[str], fitted: FittedRewardModel) -> list[float | None]:
@@ -637,6 +698,13 @@ class JudgeRewardBonus(BonusModule):
             out.append(similarity if similarity >= self.config.goal_similarity else 0.0)
         return out
 
+    def _deadline(self, batcher: BackgroundBatcher) -> float:
+        """`deadline_s`, or 0 when the batcher is already more than a batch behind (waiting would not help)."""
+        if batcher.pending > self.config.batch_size:
+            self.counters["skipped_waits"] += 1
+            return 0.0
+        return self.config.deadline_s
+
     @torch.no_grad()
     def bonus(self, batch: Batch) -> Tensor:
         valid, device = batch["valid"], batch["valid"].device
@@ -650,25 +718,27 @@ class JudgeRewardBonus(BonusModule):
         if self.config.mode == "motif":
             keys: list[Any] = list(dict.fromkeys(seen))
             row_keys = transitions
+            deadline = self._deadline(self.embeddings)
             self.embeddings.submit(keys)  # also for the next fit
             with self._lock:
                 fitted = self.fitted
             if fitted is None:  # no reward model yet: no reward (not a fallback)
                 values = [0.0] * len(keys)
             else:
-                self.embeddings.wait(keys, self.config.deadline_s)
+                self.embeddings.wait(keys, deadline)
                 values = self._values(keys, lambda k: self._motif_ready(k, fitted))
         else:
             assert states is not None
             row_keys = list(zip(states, transitions, strict=True))
             keys = list(dict.fromkeys(k for k, ok in zip(row_keys, flat_valid, strict=True) if ok))
             distinct_states = list(dict.fromkeys(s for s, _ in keys))
+            deadline = min(self._deadline(self.questions), self._deadline(self.embeddings))
             self.questions.submit(distinct_states)
             self.embeddings.submit(list(dict.fromkeys(c for _, c in keys)))
-            self.questions.wait(distinct_states, self.config.deadline_s)
+            self.questions.wait(distinct_states, deadline)
             goals = {g for s in distinct_states for g in self.questions.answers.get(s, ())}
             self.embeddings.submit(sorted(goals))
-            left = self.config.deadline_s - (time.monotonic() - start)
+            left = deadline - (time.monotonic() - start)
             self.embeddings.wait([*sorted(goals), *(c for _, c in keys)], max(0.0, left))
             values = self._values(keys, self._ellm_ready)
         table = dict(zip(keys, values, strict=True))
@@ -689,7 +759,8 @@ class JudgeRewardBonus(BonusModule):
 
     def metrics(self) -> dict[str, float]:
         out = {k.removeprefix("judge/"): v for k, v in self.judge.metrics().items()}
-        out.update({k: 0.0 for k in ("late", "fallback_cached", "fallback_zero", "wait_s", "wait_fraction")})
+        names = ("late", "fallback_cached", "fallback_zero", "skipped_waits", "wait_s", "wait_fraction")
+        out.update({k: 0.0 for k in names})
         out.update({k: float(v) for k, v in self.counters.items()})
         out.update(
             intrinsic_reward_mean=float(self._last_mean),
@@ -697,6 +768,7 @@ class JudgeRewardBonus(BonusModule):
             preferences=float(len(self.preferences)),
             fits=float(self.fits),
             batch_failures=float(self.embeddings.batch_failures + self.questions.batch_failures),
+            dropped=float(self.embeddings.dropped + self.questions.dropped),
             pending=float(self.embeddings.pending + self.questions.pending),
             reward_threshold=float(self.fitted.threshold) if self.fitted is not None else 0.0,
         )
@@ -752,7 +824,7 @@ _LIVE: weakref.WeakSet[JudgeRewardBonus] = weakref.WeakSet()
 @atexit.register
 def _close_live_bonuses() -> None:
     for bonus in list(_LIVE):
-        bonus.close()
+        bonus.close(timeout=30.0)
 
 
 # --- the builder ---------------------------------------------------------------------------------
@@ -777,8 +849,27 @@ def resolve_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def make_reward_judge(config: JudgeRewardConfig, device: str = "cpu") -> Judge:
-    """The judge of `config`; the language-model judges fall back to 'uniform' (no preference)."""
+class _SharedEncoder:
+    """A SentenceTransformer-shaped view of a CaptionEmbedder: the embedding judge then reuses its cache."""
+
+    def __init__(self, embed: CaptionEmbedder):
+        self.embed = embed
+        self.device = embed.device
+
+    def encode(self, texts: list[str], **kwargs: Any) -> Tensor:
+        return self.embed(list(texts))
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return int(self.embed(["."]).shape[1])
+
+
+def make_reward_judge(
+    config: JudgeRewardConfig, device: str = "cpu", embed: CaptionEmbedder | None = None
+) -> Judge:
+    """The judge of `config`; the language-model judges fall back to 'uniform' (no preference).
+
+    `embed`: the bonus's sentence embeddings, shared with the embedding judge (one encoding per caption).
+    """
     if config.judge == "http":
         return make_judge(
             "http",
@@ -793,9 +884,12 @@ def make_reward_judge(config: JudgeRewardConfig, device: str = "cpu") -> Judge:
             "local", model_path=config.judge_model_path, device=device, fallback="uniform", seed=config.seed
         )
     if config.judge == "embedding":
-        return make_judge(
-            "embedding", model_path=config.embedding_model_path, device=device, seed=config.seed
+        shared = (
+            {"model": _SharedEncoder(embed)}
+            if embed is not None
+            else {"model_path": config.embedding_model_path}
         )
+        return make_judge("embedding", device=device, seed=config.seed, **shared)
     return make_judge(config.judge, seed=config.seed)
 
 
@@ -810,7 +904,9 @@ def build_judge_reward(context: Any) -> JudgeRewardBonus:
     embed = CaptionEmbedder(
         model_path=config.embedding_model_path, device=device, batch_size=config.batch_size
     )
-    return JudgeRewardBonus(context.num_envs, captioner, make_reward_judge(config, device), embed, config)
+    return JudgeRewardBonus(
+        context.num_envs, captioner, make_reward_judge(config, device, embed), embed, config
+    )
 
 
 # --- `explore judge-reward fit`: captions from a random policy, preferences, a reward model ---------
@@ -877,13 +973,14 @@ def fit_main(argv: Sequence[str]) -> None:
     while len(pairs) < wanted:
         a, b = rng.sample(captions, 2)
         pairs.setdefault(frozenset((a, b)), (a, b))
-    judge = make_reward_judge(config.bonus, device)
+    embed = CaptionEmbedder(model_path=config.bonus.embedding_model_path, device=device)
+    judge = make_reward_judge(config.bonus, device, embed)
+    judge.observe(captions)  # the embedding judge prefers what is novel among the captions seen
     asked = list(pairs.values())
     answers = []
     for start in range(0, len(asked), config.bonus.batch_size):
         answers += judge.prefer(asked[start : start + config.bonus.batch_size])
     preferences = dict(zip(asked, answers, strict=True))
-    embed = CaptionEmbedder(model_path=config.bonus.embedding_model_path, device=device)
     fitted = fit_reward_model(preferences, captions, embed, config.bonus)
     save_reward_model(config.out, fitted, preferences)
     ranked = sorted(captions, key=lambda c: -float(fitted.normalized(embed([c]))[0]))

@@ -340,3 +340,148 @@ def test_rollout_never_waits_past_its_deadline_for_a_slow_or_failing_server():
         rewards = bonus.bonus(batch)[:, 0]
         assert min(rewards[1], rewards[2]) > max(rewards[0], rewards[3])
         bonus.close()
+
+
+def test_ellm_rewards_reaching_a_goal_the_oracle_picked_by_hand():
+    # the oracle picks, among the other captions seen, the one with the most progress terms as the goal;
+    # a transition whose caption is the goal has cosine 1 >= 0.7, any other caption 0 (one-hot)
+    vocab = [
+        "You moved.",
+        "You see here a key.",
+        "A key and a door are in view.",
+        "It's a wall.",
+    ]  # 0, 1, 2, 0
+    config = JudgeRewardConfig(mode="ellm", goals_per_state=1, beta=1.0, deadline_s=60.0)
+    bonus = JudgeRewardBonus(1, table_captioner(vocab), make_judge("oracle"), OneHotEmbedder(vocab), config)
+    obs = torch.tensor([[0], [1], [2], [3], [2]])
+    next_obs = torch.tensor([[1], [2], [3], [2], [1]])
+    batch = {
+        "obs": obs,
+        "next_obs": next_obs,
+        "valid": torch.ones(5, 1, dtype=torch.bool),
+        "dones": torch.zeros(5, 1, dtype=torch.bool),
+    }
+    rewards = bonus.bonus(batch)[:, 0]
+    goals = {state: bonus.questions.answers[state] for state in vocab}
+    assert goals == {
+        vocab[0]: (vocab[2],),
+        vocab[1]: (vocab[2],),
+        vocab[2]: (vocab[1],),
+        vocab[3]: (vocab[2],),
+    }
+    # moved -> key: not its goal; key -> key+door: goal (N=1); key+door -> wall: no;
+    # wall -> key+door: goal, its 2nd visit (1/2); key+door -> key: goal, the 2nd visit of key (1/2)
+    assert rewards.tolist() == [0.0, 1.0, 0.0, 0.5, 0.5]
+    bonus.close()
+
+
+def test_background_batcher_serves_the_newest_first_and_drops_the_oldest_beyond_its_queue():
+    import threading
+
+    from explore.judge_reward import BackgroundBatcher
+
+    started, release, batches = threading.Event(), threading.Event(), []
+
+    def compute(keys):
+        batches.append(list(keys))
+        started.set()
+        release.wait(60)
+        return [k * 10 for k in keys]
+
+    batcher = BackgroundBatcher(compute, batch_size=2, name="test", max_queued=4)
+    batcher.submit([0])
+    assert started.wait(60)  # the thread is inside the first batch
+    batcher.submit([1, 2, 3, 4, 5, 6, 7, 0])  # 0 is running: not queued again; 1, 2, 3 are dropped
+    assert batcher.dropped == 3
+    release.set()
+    batcher.wait([4, 5, 6, 7], 60)
+    assert batches == [[0], [6, 7], [4, 5]]
+    assert batcher.snapshot() == {0: 0, 4: 40, 5: 50, 6: 60, 7: 70}
+    batcher.close()
+
+
+def test_bad_configuration_is_a_clear_error(monkeypatch, tmp_path):
+    import gymnasium as gym
+
+    from explore.errors import ConfigError
+    from explore.judge_reward import ENV_VAR, find_captioner
+
+    with pytest.raises(ConfigError, match=r"beta=-1 is invalid: expected a finite number >= 0"):
+        JudgeRewardConfig(beta=-1).validate()
+    with pytest.raises(ConfigError, match=r"judge='local' needs judge_model_path"):
+        JudgeRewardConfig(judge="local").validate()
+    with pytest.raises(ConfigError, match=r"holds no reward_model.pt"):
+        JudgeRewardConfig(reward_model=str(tmp_path)).validate()
+    monkeypatch.setenv(ENV_VAR, "--mode ellm --judge oracle --beta 0.5")
+    assert JudgeRewardConfig.from_env() == JudgeRewardConfig(mode="ellm", judge="oracle", beta=0.5)
+    monkeypatch.setenv(ENV_VAR, "--mode nonsense")
+    with pytest.raises(ConfigError, match=ENV_VAR):
+        JudgeRewardConfig.from_env()
+    frames = gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
+    with pytest.raises(ConfigError, match=r"no env suite captions .* MiniHack \(message and blstats\)"):
+        find_captioner(frames)
+    nle = gym.spaces.Dict({"message": gym.spaces.Box(0, 255, (256,)), "blstats": gym.spaces.Box(0, 9, (27,))})
+    from envs.minihack import captions
+
+    assert find_captioner(nle) is captions
+
+
+def test_cli_judge_reward_errors_before_any_environment_starts(capsys, tmp_path):
+    from explore.cli import main
+
+    assert main(["judge-reward"]) == 2
+    assert "usage: explore judge-reward fit" in capsys.readouterr().err
+    out = tmp_path / "rm"
+    assert main(["judge-reward", "fit", "--bonus.beta", "-1", "--out", str(out)]) == 2
+    assert "beta=-1.0 is invalid" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@needs_st
+def test_motif_with_the_embedding_judge_prefers_the_novel_caption_among_those_collected():
+    vocab = [
+        "You moved.",
+        "You did not move.",
+        "You moved again.",
+        "A genie rises from the fountain and offers a wish.",
+    ]
+    from explore.judge_reward import CaptionEmbedder, make_reward_judge
+
+    config = JudgeRewardConfig(pairs_per_rollout=6, min_pairs=1000, deadline_s=0.0, device="cpu")
+    sentences = CaptionEmbedder(device="cpu")  # the judge encodes through the bonus's shared cache
+    judge = make_reward_judge(config, "cpu", sentences)
+    bonus = JudgeRewardBonus(1, table_captioner(vocab), judge, OneHotEmbedder(vocab), config)
+    obs = torch.arange(4).view(-1, 1)
+    batch = {"obs": obs, "next_obs": obs, "valid": torch.ones(4, 1, dtype=torch.bool)}
+    give_up = time.monotonic() + 300
+    while len(bonus.preferences) < 6 and time.monotonic() < give_up:
+        bonus.bonus(batch)
+        time.sleep(0.05)
+    odd = vocab[3]
+    for (a, b), p in bonus.preferences.items():
+        if odd in (a, b):  # the genie is far from every other caption seen: always preferred
+            assert p == (1.0 if a == odd else 0.0)
+    assert len(bonus.preferences) == 6
+    assert set(vocab) <= set(sentences.cache)
+    bonus.close()
+
+
+def test_ellm_rollout_does_not_wait_past_its_deadline_for_a_slow_server_and_falls_back_to_zero():
+    with FakeOpenAI(reply=oracle_reply) as server:
+        server.sleep["slow"] = 6.0  # every goal question lists the "slow" caption: all answered after 6 s
+        judge = make_judge(
+            "http", url=server.url, model="judge", api_key="k", timeout=30.0, fallback="uniform"
+        )
+        config = JudgeRewardConfig(mode="ellm", deadline_s=0.2, goals_per_state=1, batch_size=2)
+        bonus = JudgeRewardBonus(1, table_captioner(SLOW_VOCAB), judge, OneHotEmbedder(SLOW_VOCAB), config)
+        obs = torch.arange(len(SLOW_VOCAB)).view(-1, 1)
+        batch = {"obs": obs, "next_obs": obs.roll(1, 0), "valid": torch.ones_like(obs, dtype=torch.bool)}
+        start = time.monotonic()
+        rewards = bonus.bonus(batch)
+        assert time.monotonic() - start < 3.0  # the server holds each question for 6 s
+        metrics = bonus.metrics()
+        assert rewards.eq(0).all()  # no goal arrived in time and nothing was cached: zero bonus
+        assert metrics["late"] == metrics["fallback_zero"] == len(SLOW_VOCAB)
+        bonus.bonus(batch)  # the judge is more than a batch behind now: the rollout does not wait at all
+        assert bonus.metrics()["skipped_waits"] >= 1
+        bonus.close(timeout=0.0)

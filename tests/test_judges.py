@@ -425,3 +425,16 @@ def test_uniform_judge():
         "judge/fallbacks",
         "judge/parse_failures",
     }
+
+
+@needs_llm
+def test_local_judge_prefers_by_the_option_probabilities_in_one_batch(tiny_models):
+    lm = tiny_models["trained"]
+    judge = LocalJudge(lm=lm, fallback="uniform")
+    pairs = [(STATES[0], STATES[1]), (STATES[1], STATES[2]), (STATES[3], STATES[0])]
+    got = judge.prefer(pairs)
+    prompts = [judge.preference_prompt(a, b) for a, b in pairs]
+    logp = lm.choice_logprobs(prompts, [" 0", " 1"])
+    assert got == pytest.approx(torch.sigmoid(logp[:, 0] - logp[:, 1]).tolist(), abs=1e-6)
+    assert judge.metrics()["judge/calls"] == 3  # one batch of three prompts
+    assert judge.prefer(pairs) == got and judge.metrics()["judge/cache_hits"] == 3
