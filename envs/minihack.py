@@ -73,15 +73,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import (
-    RowCaptions,
-    StepResult,
-    VecEnv,
-    available_cpus,
-    check_actions,
-    exit_reason,
-    worker_context,
-)
+from envs.core import RowCaptions, StepResult, VecEnv, check_actions
+from envs.pool import available_cpus, exit_reason, worker_context
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)

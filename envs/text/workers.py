@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import available_cpus, exit_reason, worker_context
+from envs.pool import available_cpus, exit_reason, worker_context
 from envs.text.vector import AutoresetEnv, TextStepResult, TextVecEnvBase
 
 logger = logging.getLogger(__name__)
