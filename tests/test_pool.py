@@ -241,3 +241,49 @@ def test_a_pool_dropped_without_close_is_cleaned_up_by_the_garbage_collector():
     del pool
     gc.collect()
     assert not shm_exists(name) and all(gone(p) for p in pids)
+
+
+# --- Go-Explore's emulators on the pool ---------------------------------------------------------
+
+
+def summary(result) -> tuple:
+    cells = [(key, score, steps) for key, score, steps, _, _ in result.cells]
+    return (result.actions.tolist(), result.frames, cells, result.visited.tolist(), result.died)
+
+
+def test_an_ale_exploration_lost_with_its_worker_runs_again_with_the_same_results():
+    pytest.importorskip("ale_py")
+    from explore.archive.ale import ALEBatch, ALESettings, ExploreTask
+
+    tasks = [ExploreTask(None, steps=60, seed=s) for s in (11, 12)]
+    with ALEBatch(ALESettings(), num_envs=2, num_workers=0) as local:
+        expected = [summary(r) for r in local.explore(tasks)]
+    with ALEBatch(ALESettings(), num_envs=2, num_workers=2) as batch:
+        pid = batch.worker_pids[1]
+        os.kill(pid, signal.SIGSTOP)  # it cannot answer before it dies
+        batch.submit(0, tasks[:1])
+        batch.submit(1, tasks[1:])
+        os.kill(pid, signal.SIGKILL)
+        got: dict[int, list] = {}
+        while len(got) < 2:
+            got.update(batch.receive(timeout=None))
+        assert batch.worker_restarts == [0, 1] and gone(pid)
+        assert [summary(r) for r in got[0] + got[1]] == expected
+
+
+def test_an_ale_lockstep_step_lost_with_its_worker_raises_naming_it():
+    pytest.importorskip("ale_py")
+    import numpy as np
+
+    from explore.archive.ale import ALEBatch, ALESettings
+
+    with ALEBatch(ALESettings(), num_envs=2, num_workers=2) as batch:
+        batch.reset()
+        pid = batch.worker_pids[0]
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(
+            WorkerCrashedError,
+            match=r"ALE MontezumaRevenge-v5 worker 0 \(pid \d+, envs 0\) was lost during 'step'",
+        ):
+            batch.step(np.zeros(2, dtype=np.int64))
+    assert gone(pid)
