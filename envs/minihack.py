@@ -737,8 +737,9 @@ class MiniHackVecEnv(VecEnv):
 
     def _on_restart(self, worker: Worker, lost: list[Request]) -> None:
         """A worker was replaced: report or redo what its envs had in flight (see the class docstring)."""
-        del lost  # the envs' own states say what was in flight (a lost "attach" needs no redo:
-        # a restarted worker attaches at start, its build arguments name the block)
+        # `lost` is not needed: each env's state says what it had in flight, and a lost "attach"
+        # needs no redo (a restarted worker attaches at start: its build arguments name the block)
+        del lost
         redo_steps, redo_resets = [], []
         for env_id in worker.env_ids:
             state = self._state[env_id]
