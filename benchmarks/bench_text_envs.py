@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.pool import available_cpus  # noqa: E402
+from envs.core import available_cpus  # noqa: E402
 from envs.text import make_text_vec_env  # noqa: E402
 
 

@@ -19,12 +19,21 @@ Info keys every suite provides where it can (arrays with a leading env dimension
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
 
 _MAX_LISTED = 8  # bad values an error message lists before it says "and N more"
 
@@ -88,7 +97,7 @@ def check_actions(
         bad = np.nonzero((array < 0) | (array >= num_actions))[0]
         envs = bad if ids is None else ids[bad]
         raise InvalidActionError(
-            f"actions must lie in [0, {num_actions}), got {_listed(array[bad], envs, 'env')}"
+            f"actions must be integers in [0, {num_actions}), got {_listed(array[bad], envs, 'env')}"
         )
     return array.astype(np.int64, copy=False), ids
 

@@ -67,8 +67,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.core import RowCaptions, StepResult, VecEnv, check_actions
-from envs.pool import Request, Worker, WorkerPool, available_cpus
+from envs.core import RowCaptions, StepResult, VecEnv, available_cpus, check_actions
+from envs.pool import Request, Worker, WorkerPool
 from envs.pool import WorkerCrashedError as WorkerCrashedError  # re-exported: raised by MiniHackVecEnv
 from explore.errors import UnknownEnvError, require
 

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import math
 import multiprocessing as mp
-import os
 import select
 import signal
 import time
@@ -94,13 +93,6 @@ def worker_context(start_method: str | None, preload: Sequence[str] = ()) -> Any
         if wanted:
             ctx.set_forkserver_preload(current + wanted)
     return ctx
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def exit_reason(process: Any) -> str:

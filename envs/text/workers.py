@@ -30,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.pool import Request, Worker, WorkerPool, available_cpus
+from envs.core import available_cpus
+from envs.pool import Request, Worker, WorkerPool
 from envs.pool import WorkerCrashedError as WorkerCrashedError  # re-exported: what TextVecEnv raises
 from envs.text.vector import AutoresetEnv, TextStepResult, TextVecEnvBase
 
