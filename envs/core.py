@@ -19,17 +19,21 @@ Info keys every suite provides where it can (arrays with a leading env dimension
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import os
-import signal
-from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 StepResult = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
 
 _MAX_LISTED = 8  # bad values an error message lists before it says "and N more"
 
@@ -93,7 +97,7 @@ def check_actions(
         bad = np.nonzero((array < 0) | (array >= num_actions))[0]
         envs = bad if ids is None else ids[bad]
         raise InvalidActionError(
-            f"actions must lie in [0, {num_actions}), got {_listed(array[bad], envs, 'env')}"
+            f"actions must be integers in [0, {num_actions}), got {_listed(array[bad], envs, 'env')}"
         )
     return array.astype(np.int64, copy=False), ids
 
@@ -126,47 +130,6 @@ class VecEnv(gym.vector.VectorEnv):
     def step(self, actions: np.ndarray) -> StepResult:
         self.send(actions)
         return self.recv()
-
-
-def worker_context(start_method: str | None, preload: Sequence[str] = ()) -> Any:
-    """The multiprocessing context for env workers: forkserver where available, else spawn.
-
-    With forkserver, `preload` modules are imported once in the server instead of in every worker
-    (NLE or the JVM bridge take seconds). The preload list is global to the process and only its
-    first use counts, so it is extended, never replaced.
-    """
-    if start_method is None:
-        start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    if start_method not in ("forkserver", "spawn"):
-        raise ValueError(f"start_method must be 'forkserver' or 'spawn', got {start_method!r}")
-    ctx = mp.get_context(start_method)
-    if start_method == "forkserver":
-        from multiprocessing import forkserver
-
-        current = list(getattr(forkserver._forkserver, "_preload_modules", ["__main__"]))
-        wanted = [m for m in preload if m not in current]
-        if wanted:
-            ctx.set_forkserver_preload(current + wanted)
-    return ctx
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
-def exit_reason(process: Any) -> str:
-    """How a worker process ended, for error messages: exit code, or the signal that killed it."""
-    code = process.exitcode
-    if code is None:
-        return "still running"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-        return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 class RowCaptions:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.core import StepResult, VecEnv
+from envs.core import StepResult, VecEnv, check_actions
 from explore.errors import UnknownEnvError
 
 EXTRA = "bandits"  # torch only, like the bandits: no extra dependency
@@ -65,14 +65,6 @@ def parse_size(env_id: str) -> int:
 def bsuite_action_mapping(size: int, mapping_seed: int) -> np.ndarray:
     """bsuite's action mapping for `mapping_seed`: the same RNG calls as DeepSea.__init__, (N, N) of 0/1."""
     return np.random.RandomState(mapping_seed).binomial(1, 0.5, [size, size])
-
-
-def check_actions(actions: np.ndarray, num_actions: int, env_id: str) -> None:
-    """ValueError naming the bad actions unless they are integers in [0, num_actions)."""
-    if actions.size and (
-        not np.issubdtype(actions.dtype, np.integer) or actions.min() < 0 or actions.max() >= num_actions
-    ):
-        raise ValueError(f"{env_id}: actions must be integers in [0, {num_actions}), got {actions.tolist()}")
 
 
 class BatchedDeepSea:
@@ -189,11 +181,8 @@ class DeepSeaVecEnv(VecEnv):
         self._pending = [(obs, np.zeros(n, dtype=np.float32), np.zeros(n, bool), np.zeros(n, bool), info)]
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
-        ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids, dtype=np.int64).reshape(-1)
-        actions = np.asarray(actions).reshape(-1)
-        if actions.shape != ids.shape:
-            raise ValueError(f"got {actions.shape[0]} actions for {ids.shape[0]} envs")
-        check_actions(actions, NUM_ACTIONS, self.env_id)
+        actions, env_ids = check_actions(actions, NUM_ACTIONS, self.num_envs, env_ids)
+        ids = np.arange(self.num_envs) if env_ids is None else env_ids
         selected = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         full_actions = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         ids_t = torch.as_tensor(ids, device=self.device)

@@ -28,8 +28,8 @@ minihack 1.0.2 and minigrid 3.2.0 (tests/test_minihack.py pins each point):
   replays env i's episodes.
 - Faults: a worker that dies (a crash, SIGKILL) or raises is restarted with fresh envs; see
   `MiniHackVecEnv` for how the episodes it held are reported (truncated, never merged).
-  `recv` never blocks for more than `timeout` seconds without progress: a hung worker raises
-  TimeoutError naming it.
+  `recv` never waits more than `timeout` seconds on a silent worker: a hung worker is killed
+  and TimeoutError names it. (The worker processes are envs.pool's.)
 
 Compatibility notes (minihack 1.0.2 with gymnasium 1.x and minigrid 3.x):
 - `MiniGridHack.seed` calls `minigrid_env.seed()`, which gymnasium removed: seeding here calls
@@ -54,34 +54,22 @@ import logging
 import os
 import random
 import re
-import select
 import shutil
-import signal
 import sys
 import tempfile
-import time
-import traceback
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from envs.core import (
-    RowCaptions,
-    StepResult,
-    VecEnv,
-    available_cpus,
-    check_actions,
-    exit_reason,
-    worker_context,
-)
+from envs.core import RowCaptions, StepResult, VecEnv, available_cpus, check_actions
+from envs.pool import Request, Worker, WorkerPool
+from envs.pool import WorkerCrashedError as WorkerCrashedError  # re-exported: raised by MiniHackVecEnv
 from explore.errors import UnknownEnvError, require
 
 logger = logging.getLogger(__name__)
@@ -178,10 +166,6 @@ class EndStatus(enum.IntEnum):
     RUNNING = 0
     DEATH = 1  # terminated
     TASK_SUCCESSFUL = 2  # terminated, success
-
-
-class WorkerCrashedError(RuntimeError):
-    """A worker died or raised more often than `max_restarts` allows, or could not start."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,32 +426,32 @@ class _WorkerConfig:
     scratch_dir: str
 
 
-def _worker_main(
-    index: int,
-    env_ids: list[int],
-    seeds: list[int],
-    generation: int,
-    config: _WorkerConfig,
-    conn: Connection,
-    shm_name: str | None,
-    layout: _Layout | None,
-) -> None:
-    """Build the envs, then serve ("attach" | "step" | "reset" | "close") messages until closed.
+class _MiniHackWorker:
+    """What a worker process runs (an envs.pool WorkerHandler): its envs, writing to the shared block.
 
-    Results go to the shared block, then ("done", env_ids) goes to the pipe. An exception is sent
-    back as ("error", traceback) and ends the worker: the parent treats it like a crash.
+    Requests: ("step", (env_ids, actions)) and ("reset", (env_ids, seeds or None)) write each
+    result to the shared block and reply with the env ids; ("attach", (name, layout)) attaches the
+    block (made once the first worker has described the spaces).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle: it closes us
-    # NLE copies libnethack and its data into one temp dir per env; keep them where the parent can
-    # remove them even if this process is killed.
-    os.environ["TMPDIR"] = config.scratch_dir
-    tempfile.tempdir = config.scratch_dir
-    tasks: dict[int, _MiniHackTask] = {}
-    shm: shared_memory.SharedMemory | None = None
-    views: dict[str, np.ndarray] = {}
-    try:
+
+    def __init__(
+        self,
+        env_ids: list[int],
+        seeds: list[int],
+        generation: int,
+        config: _WorkerConfig,
+        shm_name: str | None,
+        layout: _Layout | None,
+    ):
+        # NLE copies libnethack and its data into one temp dir per env; keep them where the parent
+        # can remove them even if this process is killed.
+        os.environ["TMPDIR"] = config.scratch_dir
+        tempfile.tempdir = config.scratch_dir
+        self.tasks: dict[int, _MiniHackTask] = {}
+        self.shm: shared_memory.SharedMemory | None = None
+        self.views: dict[str, np.ndarray] = {}
         for env_id, seed in zip(env_ids, seeds, strict=True):
-            tasks[env_id] = _MiniHackTask(
+            self.tasks[env_id] = _MiniHackTask(
                 config.env_id,
                 seed,
                 config.observation_keys,
@@ -475,46 +459,42 @@ def _worker_main(
                 config.env_kwargs,
                 generation,
             )
+        self.first = env_ids[0]
         if shm_name is not None and layout is not None:
-            shm = shared_memory.SharedMemory(name=shm_name)
-            views = layout.views(shm.buf)
-        conn.send(("ready", tasks[env_ids[0]].spaces()))
-        while True:
-            message = conn.recv()
-            command = message[0]
-            if command == "step":
-                _, ids, actions = message
-                for env_id, action in zip(ids, actions, strict=True):
-                    _write(views, env_id, tasks[env_id].step(action))
-                conn.send(("done", ids))
-            elif command == "reset":
-                _, ids, new_seeds = message
-                for n, env_id in enumerate(ids):
-                    if new_seeds is not None:
-                        tasks[env_id].seeds = _EpisodeSeeds(new_seeds[n])
-                    _write(views, env_id, tasks[env_id].reset())
-                conn.send(("done", ids))
-            elif command == "attach":
-                _, shm_name, layout = message
-                shm = shared_memory.SharedMemory(name=shm_name)
-                views = layout.views(shm.buf)
-            elif command == "close":
-                break
-            else:
-                raise ValueError(f"unknown command {command!r}")
-    except (EOFError, BrokenPipeError):  # the parent went away: nothing to report to
-        pass
-    except Exception:  # reported to the parent, which restarts this worker or raises
-        with contextlib.suppress(OSError):
-            conn.send(("error", traceback.format_exc()))
-    finally:
-        views.clear()
-        for task in tasks.values():
+            self._attach(shm_name, layout)
+
+    def _attach(self, shm_name: str, layout: _Layout) -> None:
+        self.shm = shared_memory.SharedMemory(name=shm_name)
+        self.views = layout.views(self.shm.buf)
+
+    def describe(self) -> dict[str, Any]:
+        return self.tasks[self.first].spaces()
+
+    def handle(self, command: str, payload: Any) -> Any:
+        if command == "step":
+            ids, actions = payload
+            for env_id, action in zip(ids, actions, strict=True):
+                _write(self.views, env_id, self.tasks[env_id].step(action))
+            return ids
+        if command == "reset":
+            ids, new_seeds = payload
+            for n, env_id in enumerate(ids):
+                if new_seeds is not None:
+                    self.tasks[env_id].seeds = _EpisodeSeeds(new_seeds[n])
+                _write(self.views, env_id, self.tasks[env_id].reset())
+            return ids
+        if command == "attach":
+            self._attach(*payload)
+            return None
+        raise ValueError(f"unknown command {command!r}")
+
+    def close(self) -> None:
+        self.views.clear()
+        for task in self.tasks.values():
             with contextlib.suppress(Exception):  # best effort at exit: the process ends anyway
                 task.close()
-        if shm is not None:
-            shm.close()
-        conn.close()
+        if self.shm is not None:
+            self.shm.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,21 +502,6 @@ def _worker_main(
 
 
 _IDLE, _IN_FLIGHT, _READY = 0, 1, 2  # per env: user holds its row / a request is out / result queued
-
-
-@dataclass
-class _Worker:
-    index: int
-    env_ids: list[int]  # consecutive ids
-    process: BaseProcess
-    conn: Connection
-    outstanding: int = 0  # requests sent and not yet answered
-    restarts: int = 0
-    fds: tuple[int, ...] = ()  # what the parent's poller watches: the pipe and the process sentinel
-
-    @property
-    def span(self) -> slice:
-        return slice(self.env_ids[0], self.env_ids[-1] + 1)
 
 
 class MiniHackVecEnv(VecEnv):
@@ -554,9 +519,10 @@ class MiniHackVecEnv(VecEnv):
     the lost step had done nothing), nothing is merged across the cut, and the env's following
     step is the usual NEXT_STEP dummy with the new episode's reset observation. (A reset or dummy
     step in flight is simply redone.) After `max_restarts` restarts of one worker the next fault
-    raises WorkerCrashedError naming the worker and its env ids. A worker that stops answering
-    (alive but hung) is not restarted: `recv` raises TimeoutError after `timeout` seconds without
-    progress, naming it.
+    raises WorkerCrashedError naming the worker and its env ids. A worker that owes a result and
+    says nothing for `timeout` seconds (alive but hung) is killed and `recv` raises TimeoutError
+    naming it; the next call restarts it like a crashed one. The processes, restarts and
+    timeouts are envs.pool's, shared with the text games and Go-Explore's emulators.
 
     Workers start with "forkserver" (or "spawn"), so, as with any such multiprocessing, a script
     that builds a MiniHackVecEnv at import time needs the `if __name__ == "__main__":` guard.
@@ -612,10 +578,7 @@ class MiniHackVecEnv(VecEnv):
         self.batch_size = int(batch_size or self.num_envs)
         if not 1 <= self.batch_size <= self.num_envs:
             raise ValueError(f"batch_size must be in [1, num_envs={self.num_envs}], got {batch_size}")
-        self.timeout, self.startup_timeout = float(timeout), float(startup_timeout)
-        self.max_restarts = int(max_restarts)
         self.observation_keys = tuple(observation_keys)
-        self._ctx = worker_context(start_method, preload=("envs.minihack", "minihack"))
         self._scratch = tempfile.mkdtemp(prefix="explore-minihack-")
         self._config = _WorkerConfig(
             self.env_id, self.observation_keys, max_episode_steps, dict(env_kwargs), self._scratch
@@ -623,28 +586,39 @@ class MiniHackVecEnv(VecEnv):
         self._shm: shared_memory.SharedMemory | None = None
         self._layout: _Layout | None = None
         self._views: dict[str, np.ndarray] = {}
-        self._workers: list[_Worker] = []
+        self._pool: WorkerPool | None = None
         self.closed = False
         try:
-            self._start()
+            self._start(timeout, startup_timeout, max_restarts, start_method)
         except BaseException:
             self.close()
             raise
 
     # --- construction --------------------------------------------------------------------
 
-    def _start(self) -> None:
-        splits = np.array_split(np.arange(self.num_envs), self.num_workers)
+    def _start(
+        self, timeout: float, startup_timeout: float, max_restarts: int, start_method: str | None
+    ) -> None:
+        splits = [ids.tolist() for ids in np.array_split(np.arange(self.num_envs), self.num_workers)]
         self._owner = np.empty(self.num_envs, dtype=np.int64)
-        pending = []
+        self._spans = []  # each worker's envs as a slice (they are consecutive)
         for index, ids in enumerate(splits):
             self._owner[ids] = index
-            process, conn = self._spawn(index, ids.tolist(), generation=0)
-            self._workers.append(_Worker(index, ids.tolist(), process, conn))
-            pending.append(self._workers[-1])
-        described = [self._await_ready(worker) for worker in pending]
-
-        first = described[0]
+            self._spans.append(slice(ids[0], ids[-1] + 1))
+        self._pool = WorkerPool(
+            self.env_id,
+            _MiniHackWorker,
+            self._worker_args,
+            splits,
+            on_reply=self._on_reply,
+            on_restart=self._on_restart,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            max_restarts=max_restarts,
+            start_method=start_method,
+            preload=("envs.minihack", "minihack"),
+        )
+        first = self._pool.descriptions[0]
         self.single_observation_space = first["observation_space"]
         self.single_action_space = first["action_space"]
         self._num_actions = int(self.single_action_space.n)
@@ -653,17 +627,8 @@ class MiniHackVecEnv(VecEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
 
         self._layout = _Layout.build(self.num_envs, self.single_observation_space)
-        self._shm = shared_memory.SharedMemory(create=True, size=self._layout.size)
+        self._shm = self._pool.create_block(self._layout.size)
         self._views = self._layout.views(self._shm.buf)
-        for worker in self._workers:
-            worker.conn.send(("attach", self._shm.name, self._layout))
-
-        # One poll object for the life of the env (multiprocessing.connection.wait builds a selector
-        # per call, which costs as much as the IPC itself at these step rates).
-        self._poller = select.poll()
-        self._watched: dict[int, tuple[_Worker, bool]] = {}  # fd -> (worker, fd is its sentinel)
-        for worker in self._workers:
-            self._watch(worker)
 
         n = self.num_envs
         self._all_ids = np.arange(n)
@@ -679,56 +644,14 @@ class MiniHackVecEnv(VecEnv):
         # The space's keys, not the requested ones: MiniHack adds "glyphs_crop" for "pixel_crop".
         self._obs_keys = tuple(self.single_observation_space.spaces)
 
-    def _spawn(self, index: int, env_ids: list[int], generation: int) -> tuple[BaseProcess, Connection]:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        shm_name = self._shm.name if self._shm is not None else None
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(
-                index,
-                env_ids,
-                [self.seed + i for i in env_ids],
-                generation,
-                self._config,
-                child_conn,
-                shm_name,
-                self._layout,
-            ),
-            name=f"minihack-worker-{index}",
-            daemon=True,
-        )
-        process.start()
-        child_conn.close()
-        return process, parent_conn
+        for worker in self._pool.workers:
+            self._pool.send(worker, "attach", (self._shm.name, self._layout))
+        self._drain("attach")
 
-    def _await_ready(self, worker: _Worker) -> dict[str, Any]:
-        """The worker's first message: its spaces, or why it could not build its envs."""
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"MiniHack worker {worker.index} (pid {worker.process.pid}, envs {_span(worker.env_ids)}) "
-                    f"did not start within startup_timeout={self.startup_timeout:g}s"
-                )
-            if wait([worker.conn, worker.process.sentinel], timeout=remaining):
-                break
-        try:
-            kind, payload = worker.conn.recv()
-        except (EOFError, OSError):
-            worker.process.join(timeout=1.0)
-            raise WorkerCrashedError(
-                f"MiniHack worker {worker.index} (envs {_span(worker.env_ids)}, env {self.env_id!r}) "
-                f"died while starting ({exit_reason(worker.process)}); its error, if any, is on stderr. "
-                "(A script that builds envs at import time, without the `if __name__ == '__main__':` "
-                "guard, fails this way.)"
-            ) from None
-        if kind != "ready":
-            raise WorkerCrashedError(
-                f"MiniHack worker {worker.index} could not build {self.env_id!r} "
-                f"(envs {_span(worker.env_ids)}):\n{payload}"
-            )
-        return payload
+    def _worker_args(self, index: int, env_ids: list[int], generation: int) -> tuple:
+        """A worker's build arguments; a restarted one attaches to the shared block at once."""
+        shm_name = self._shm.name if self._shm is not None else None
+        return (env_ids, [self.seed + i for i in env_ids], generation, self._config, shm_name, self._layout)
 
     # --- the protocol --------------------------------------------------------------------
 
@@ -743,10 +666,10 @@ class MiniHackVecEnv(VecEnv):
         if seed is not None:
             self.seed = int(seed)
         self._resetting[:] = True
-        for worker in self._workers:
+        for worker in self._pool.workers:
             self._state[worker.env_ids] = _IN_FLIGHT
             seeds = None if seed is None else [self.seed + i for i in worker.env_ids]
-            self._request(worker, ("reset", worker.env_ids, seeds))
+            self._pool.send(worker, "reset", (worker.env_ids, seeds))
 
     def send(self, actions: np.ndarray, env_ids: np.ndarray | None = None) -> None:
         self._check_open()
@@ -760,8 +683,8 @@ class MiniHackVecEnv(VecEnv):
             self._state[:] = _IN_FLIGHT
             self._resetting[:] = False
             action_list = actions.tolist()
-            for worker in self._workers:
-                self._request(worker, ("step", worker.env_ids, action_list[worker.span]))
+            for worker in self._pool.workers:
+                self._pool.send(worker, "step", (worker.env_ids, action_list[self._spans[worker.index]]))
             return
 
         lost = self._lost[ids]
@@ -770,10 +693,10 @@ class MiniHackVecEnv(VecEnv):
         ids, actions = ids[~lost], actions[~lost]
         for worker_index in np.unique(self._owner[ids]):
             mine = self._owner[ids] == worker_index
-            worker = self._workers[int(worker_index)]
+            worker = self._pool.workers[int(worker_index)]
             self._state[ids[mine]] = _IN_FLIGHT
             self._resetting[ids[mine]] = False
-            self._request(worker, ("step", ids[mine].tolist(), actions[mine].astype(np.int64).tolist()))
+            self._pool.send(worker, "step", (ids[mine].tolist(), actions[mine].tolist()))
 
     def recv(self) -> StepResult:
         self._check_open()
@@ -781,7 +704,7 @@ class MiniHackVecEnv(VecEnv):
         target = min(self.batch_size, in_flight + len(self._ready))
         if target == 0:
             raise RuntimeError("recv() with nothing in flight: call send() or async_reset() first")
-        self._pump(lambda: len(self._ready) >= target, "recv")
+        self._pool.pump(lambda: len(self._ready) >= target, "recv")
         ids = np.sort(np.array([self._ready.popleft() for _ in range(target)], dtype=np.int64))
         rows: slice | np.ndarray = slice(None) if target == self.num_envs else ids
         views = self._views
@@ -807,115 +730,16 @@ class MiniHackVecEnv(VecEnv):
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _request(self, worker: _Worker, message: tuple) -> None:
-        try:
-            worker.conn.send(message)
-        except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
-            # It died since we last heard from it; the envs of `message` are already marked in flight.
-            self._restart(worker, "closed its pipe")
-            return
-        worker.outstanding += 1
+    def _on_reply(self, worker: Worker, command: str, payload: Any, env_ids: Any) -> None:
+        if command in ("step", "reset"):
+            self._state[env_ids] = _READY
+            self._ready.extend(env_ids)
 
-    def _pump(self, done: Callable[[], bool], what: str) -> None:
-        """Read worker messages until `done()`; restart dead workers; time out without progress."""
-        deadline = time.monotonic() + self.timeout
-        while not done():
-            busy = [w for w in self._workers if w.outstanding > 0]
-            if not busy:
-                raise RuntimeError(f"{what}: waiting for results no worker owes (internal error)")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                names = "; ".join(
-                    f"worker {w.index} (pid {w.process.pid}, envs {_span(w.env_ids)})" for w in busy
-                )
-                raise TimeoutError(
-                    f"{what}: no MiniHack worker answered for timeout={self.timeout:g}s; still waiting on {names}. "
-                    "A worker is alive but hung (stopped, or stuck in NetHack); close() kills it."
-                )
-            events = self._poller.poll(max(1, int(min(remaining, 1.0) * 1000)))
-            restarted: set[int] = set()
-            for fd, _ in events:
-                entry = self._watched.get(fd)
-                if entry is None:
-                    continue
-                worker, is_sentinel = entry
-                if worker.index in restarted:  # stale events, or a reused fd number: poll again
-                    continue
-                if is_sentinel:  # the process ended
-                    self._restart(worker, "died")
-                    restarted.add(worker.index)
-                elif not self._take_one(worker):
-                    restarted.add(worker.index)
-                deadline = time.monotonic() + self.timeout
-
-    def _take_one(self, worker: _Worker) -> bool:
-        """Read one message from a readable pipe; False if the worker had to be restarted."""
-        try:
-            kind, payload = worker.conn.recv()
-        except (EOFError, OSError):
-            self._restart(worker, "closed its pipe")
-            return False
-        if kind == "error":
-            self._restart(worker, f"raised an exception:\n{payload}")
-            return False
-        self._on_done(worker, payload)
-        return True
-
-    def _on_done(self, worker: _Worker, env_ids: list[int]) -> None:
-        worker.outstanding -= 1
-        self._state[env_ids] = _READY
-        self._ready.extend(env_ids)
-
-    def _take_leftovers(self, worker: _Worker) -> None:
-        """Results a dead worker reported before it died are still good: queue them."""
-        with contextlib.suppress(EOFError, OSError):
-            while worker.conn.poll():
-                kind, payload = worker.conn.recv()
-                if kind == "done":
-                    self._on_done(worker, payload)
-
-    def _watch(self, worker: _Worker) -> None:
-        worker.fds = (worker.conn.fileno(), worker.process.sentinel)
-        for fd, is_sentinel in zip(worker.fds, (False, True), strict=True):
-            self._poller.register(fd, select.POLLIN)
-            self._watched[fd] = (worker, is_sentinel)
-
-    def _unwatch(self, worker: _Worker) -> None:
-        for fd in worker.fds:
-            if self._watched.pop(fd, None) is not None:
-                self._poller.unregister(fd)
-        worker.fds = ()
-
-    def _restart(self, worker: _Worker, reason: str) -> None:
-        """Replace a dead (or failed) worker; report or redo what its envs had in flight."""
-        self._take_leftovers(worker)
-        self._unwatch(worker)
-        process = worker.process
-        process.join(timeout=1.0)
-        if process.is_alive():
-            process.kill()
-            process.join(timeout=5.0)
-        detail = f"{reason.strip()} ({exit_reason(process)})"
-        with contextlib.suppress(OSError):
-            worker.conn.close()
-        where = f"MiniHack worker {worker.index} (pid {process.pid}, envs {_span(worker.env_ids)}, {self.env_id!r})"
-        if worker.restarts >= self.max_restarts:
-            raise WorkerCrashedError(
-                f"{where} failed after {worker.restarts} restart(s) (max_restarts={self.max_restarts}): {detail}"
-            )
-        worker.restarts += 1
-        logger.warning(
-            "%s failed, restarting it (restart %d of %d): %s",
-            where,
-            worker.restarts,
-            self.max_restarts,
-            detail,
-        )
-        worker.process, worker.conn = self._spawn(worker.index, worker.env_ids, generation=worker.restarts)
-        worker.outstanding = 0
-        self._await_ready(worker)
-        self._watch(worker)
-
+    def _on_restart(self, worker: Worker, lost: list[Request]) -> None:
+        """A worker was replaced: report or redo what its envs had in flight (see the class docstring)."""
+        # `lost` is not needed: each env's state says what it had in flight, and a lost "attach"
+        # needs no redo (a restarted worker attaches at start: its build arguments name the block)
+        del lost
         redo_steps, redo_resets = [], []
         for env_id in worker.env_ids:
             state = self._state[env_id]
@@ -934,9 +758,9 @@ class MiniHackVecEnv(VecEnv):
             else:  # _IDLE: the trainer holds its last row
                 self._lost[env_id] = not self._last_done[env_id]
         if redo_steps:
-            self._request(worker, ("step", redo_steps, [0] * len(redo_steps)))
+            self._pool.send(worker, "step", (redo_steps, [0] * len(redo_steps)))
         if redo_resets:
-            self._request(worker, ("reset", redo_resets, None))
+            self._pool.send(worker, "reset", (redo_resets, None))
 
     def _report_lost_episode(self, env_id: int) -> None:
         """Queue the truncation that ends an episode lost with its worker (see the class docstring)."""
@@ -954,8 +778,8 @@ class MiniHackVecEnv(VecEnv):
         self._ready.append(env_id)
 
     def _drain(self, what: str) -> None:
-        if any(w.outstanding for w in self._workers):
-            self._pump(lambda: not any(w.outstanding for w in self._workers), what)
+        if self._pool is not None and self._pool.busy:
+            self._pool.pump(lambda: not self._pool.busy, what)
 
     def _check_open(self) -> None:
         if self.closed:
@@ -966,14 +790,14 @@ class MiniHackVecEnv(VecEnv):
     @property
     def worker_pids(self) -> list[int | None]:
         """Process id of each worker (changes when a worker is restarted)."""
-        return [w.process.pid for w in self._workers]
+        return self._pool.pids
 
     @property
     def worker_restarts(self) -> list[int]:
-        return [w.restarts for w in self._workers]
+        return self._pool.restarts
 
     def worker_env_ids(self, index: int) -> list[int]:
-        return list(self._workers[index].env_ids)
+        return list(self._pool.workers[index].env_ids)
 
     def close(self, timeout: float = 2.0, **kwargs: Any) -> None:
         """Stop every worker (asked, then SIGTERM, then SIGKILL), join them, free shared memory.
@@ -984,41 +808,12 @@ class MiniHackVecEnv(VecEnv):
         if getattr(self, "_closing_done", False):
             return
         self._closing_done = True
-        workers = getattr(self, "_workers", [])
-        for worker in workers:
-            with contextlib.suppress(OSError, ValueError):
-                worker.conn.send(("close",))
-        deadline = time.monotonic() + timeout
-        for worker in workers:
-            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-        for worker in workers:
-            if worker.process.is_alive():
-                worker.process.terminate()
-                worker.process.join(timeout=1.0)
-            if worker.process.is_alive():
-                worker.process.kill()  # also ends a stopped (SIGSTOP) worker
-                worker.process.join()
-            with contextlib.suppress(OSError):
-                worker.conn.close()
-            with contextlib.suppress(ValueError):
-                worker.process.close()
         self._views = {}
-        if getattr(self, "_shm", None) is not None:
-            with contextlib.suppress(BufferError):  # a view still alive somewhere: unlink anyway
-                self._shm.close()
-            with contextlib.suppress(FileNotFoundError):
-                self._shm.unlink()
-            self._shm = None
+        if getattr(self, "_pool", None) is not None:
+            self._pool.close(timeout)
         if getattr(self, "_scratch", None):
             shutil.rmtree(self._scratch, ignore_errors=True)
         self.closed = True
-
-
-def _span(ids: Iterable[int]) -> str:
-    ids = list(ids)
-    if ids and ids == list(range(ids[0], ids[-1] + 1)) and len(ids) > 2:
-        return f"{ids[0]}-{ids[-1]}"
-    return ",".join(str(i) for i in ids)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ from torch import Tensor, nn
 
 from explore.bonus import Batch, BonusModule
 from explore.checkpoint import PerEnvState
+from explore.obs import cat_obs
 
 Obs = Tensor | dict[str, Tensor]
 
@@ -78,13 +79,6 @@ def split_obs(obs: Obs, chunk_size: int) -> list[Obs]:
             {key: chunks[i] for key, chunks in parts.items()} for i in range(len(next(iter(parts.values()))))
         ]
     return list(obs.split(chunk_size))
-
-
-def concat_obs(first: Obs, second: Obs) -> Obs:
-    """Concatenate along dim 0, entry by entry for dicts."""
-    if isinstance(first, dict):
-        return {key: torch.cat([first[key], second[key]]) for key in first}
-    return torch.cat([first, second])
 
 
 def first_dims(obs: Obs, n: int) -> tuple[int, ...]:
@@ -232,7 +226,7 @@ class E3B(BonusModule, PerEnvState):
     def inverse_logits(self, obs: Obs, next_obs: Obs) -> Tensor:
         """Action logits (B, num_actions) from (phi(s_t), phi(s_{t+1})); one encoder pass for both."""
         batch_size = first_dims(obs, 1)[0]
-        phi = self.encoder(concat_obs(obs, next_obs))
+        phi = self.encoder(cat_obs(obs, next_obs))
         return self.inverse_head(torch.cat([phi[:batch_size], phi[batch_size:]], dim=-1))
 
     def loss(self, minibatch: Batch) -> dict[str, Tensor]:

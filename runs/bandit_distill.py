@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 import tyro  # noqa: E402
 
-from agents.llm_bandit import LLMBanditAgent, read_jsonl, ucb_arms, uniform_arms, write_distillation_data  # noqa: E402
+from agents.bandits import UCB, BanditAgent, Uniform, run  # noqa: E402
+from agents.llm_bandit import LLMBanditAgent, read_jsonl, write_distillation_data  # noqa: E402
 from envs.bandit_text import completion_for  # noqa: E402
+from envs.bandits import BANDIT_SPECS, BanditSpec, BatchedBandit, get_spec  # noqa: E402
 from explore.llm.local import LocalCausalLM, build_tiny_causal_lm, finetune_sft, sft_loss  # noqa: E402
 
 log = logging.getLogger("bandit_distill")
@@ -81,120 +83,34 @@ class DistillConfig:
     device: str = "cpu"
 
 
-# --- the bandit and UCB: developer A's and B's modules when present, small stand-ins otherwise -------
+# --- the bandit, the baselines and the rollout: envs/bandits.py and agents/bandits.py ----------------
 
 
-class _BernoulliStandIn:
-    """B Bernoulli instances: one best arm at 0.5 + delta/2, the rest at 0.5 - delta/2 (BanditBench).
-
-    Rewards come from one uniform draw per arm and round, so two agents on the same seed see the same
-    luck for the same arm (common random numbers make their regrets comparable).
-    """
-
-    def __init__(self, num_instances: int, num_arms: int, delta: float, seed: int):
-        self.num_instances, self.num_arms, self.context_dim, self.round = num_instances, num_arms, 0, 0
-        self.horizon, self.device = 0, torch.device("cpu")  # what developer B's run() reads
-        self.generator = torch.Generator().manual_seed(seed)
-        best = torch.randint(num_arms, (num_instances,), generator=self.generator)
-        self.means = torch.full((num_instances, num_arms), 0.5 - delta / 2)
-        self.means[torch.arange(num_instances), best] = 0.5 + delta / 2
-
-    def reset(self) -> None:
-        self.round = 0
-
-    def expected_rewards(self) -> torch.Tensor:
-        return self.means
-
-    def best_expected(self) -> torch.Tensor:
-        return self.means.max(1).values
-
-    def step(self, arms: torch.Tensor) -> tuple[torch.Tensor, None]:
-        draws = torch.rand(self.num_instances, self.num_arms, generator=self.generator)
-        self.round += 1
-        return (draws < self.means).float().gather(1, arms.view(-1, 1).cpu()).squeeze(1), None
+def bandit_spec(cfg: DistillConfig) -> BanditSpec:
+    """The task: `--bandit-id`, else the Bernoulli preset with `--num-arms` and `--delta` (a spec of the
+    same family when no preset has them: BanditBench's one best arm at 0.5 + delta/2, the rest 0.5 - delta/2)."""
+    if cfg.bandit_id:
+        return get_spec(cfg.bandit_id)  # an unknown id lists the close matches
+    for spec in BANDIT_SPECS.values():
+        if spec.family == "bernoulli" and spec.num_arms == cfg.num_arms and spec.delta == cfg.delta:
+            return spec
+    return BanditSpec(
+        id=f"Bandit-Bernoulli-K{cfg.num_arms}-Delta{cfg.delta:g}",
+        family="bernoulli",
+        num_arms=cfg.num_arms,
+        horizon=cfg.train_horizon,
+        delta=cfg.delta,
+    )
 
 
-class _UCBStandIn:
-    """UCB(alpha) in the batched agent protocol, from agents/llm_bandit.ucb_arms."""
-
-    def __init__(self, alpha: float = 0.5, seed: int = 0):
-        self.alpha, self.seed = alpha, seed
-
-    def reset(self, num_instances: int, num_arms: int, device: Any = "cpu", context_dim: int = 0) -> None:
-        self.counts = torch.zeros(num_instances, num_arms, dtype=torch.float64)
-        self.sums = torch.zeros(num_instances, num_arms, dtype=torch.float64)
-        self.generator = torch.Generator().manual_seed(self.seed)
-
-    def act(self, context: Any = None) -> torch.Tensor:
-        return ucb_arms(self.counts, self.sums, self.alpha, self.generator)
-
-    def update(self, arms: torch.Tensor, rewards: torch.Tensor, context: Any = None) -> None:
-        index = arms.view(-1, 1).cpu()
-        self.counts.scatter_add_(1, index, torch.ones_like(index, dtype=torch.float64))
-        self.sums.scatter_add_(1, index, rewards.view(-1, 1).double().cpu())
+def make_baseline(name: str, seed: int) -> BanditAgent:
+    return UCB(alpha=0.5, seed=seed) if name == "ucb" else Uniform(seed=seed)
 
 
-class _UniformStandIn(_UCBStandIn):
-    def act(self, context: Any = None) -> torch.Tensor:
-        return uniform_arms(self.counts.shape[0], self.counts.shape[1], self.generator)
-
-
-def make_bandit(cfg: DistillConfig, num_instances: int, seed: int) -> tuple[Any, Any]:
-    """(bandit, spec or None): developer A's BatchedBandit when envs/bandits.py exists."""
-    try:
-        from envs.bandits import BANDIT_SPECS, BatchedBandit
-    except ImportError:
-        BANDIT_SPECS = None  # noqa: N806
-    if BANDIT_SPECS is not None:
-        spec = BANDIT_SPECS.get(cfg.bandit_id) if cfg.bandit_id else None
-        if cfg.bandit_id and spec is None:
-            raise SystemExit(f"unknown bandit id {cfg.bandit_id!r}; known: {', '.join(sorted(BANDIT_SPECS))}")
-        if spec is None:
-            spec = next(
-                (
-                    s
-                    for s in BANDIT_SPECS.values()
-                    if s.family == "bernoulli" and s.num_arms == cfg.num_arms and s.difficulty == "hard"
-                ),
-                None,
-            )
-        if spec is not None:
-            return BatchedBandit(spec, num_instances, seed=seed, device=cfg.device), spec
-    elif cfg.bandit_id:
-        raise SystemExit("--bandit-id needs envs/bandits.py, which is not installed in this checkout")
-    return _BernoulliStandIn(num_instances, cfg.num_arms, cfg.delta, seed), None
-
-
-def make_baseline(name: str, seed: int) -> Any:
-    try:
-        from agents import bandits
-    except ImportError:
-        return _UCBStandIn(0.5, seed) if name == "ucb" else _UniformStandIn(0.5, seed)
-    return bandits.UCB(alpha=0.5, seed=seed) if name == "ucb" else bandits.Uniform(seed=seed)
-
-
-def play(bandit: Any, agent: Any, horizon: int, device: str) -> dict[str, torch.Tensor]:
-    """(T, B) arms, rewards and per-round regret; developer B's run() when agents/bandits.py exists."""
-    try:
-        from agents.bandits import run
-    except ImportError:
-        run = None
-    if run is not None:
-        traj = run(bandit, agent, horizon=horizon)
-        regret = traj.best_expected - traj.chosen_expected
-        return {"arms": traj.arms, "rewards": traj.rewards, "regret": regret}
-    context = bandit.reset()
-    agent.reset(bandit.num_instances, bandit.num_arms, device, getattr(bandit, "context_dim", 0))
-    arms_t, rewards_t, regret_t = [], [], []
-    for _ in range(horizon):
-        arms = agent.act(context)
-        expected = bandit.expected_rewards()
-        regret_t.append(bandit.best_expected() - expected.gather(1, arms.view(-1, 1).cpu()).squeeze(1))
-        rewards, context = bandit.step(arms)
-        agent.update(arms, rewards, context)
-        arms_t.append(arms.cpu())
-        rewards_t.append(rewards.cpu())
-    return {"arms": torch.stack(arms_t), "rewards": torch.stack(rewards_t), "regret": torch.stack(regret_t)}
+def play(bandit: BatchedBandit, agent: Any, horizon: int) -> dict[str, torch.Tensor]:
+    """(T, B) arms, rewards and per-round regret."""
+    traj = run(bandit, agent, horizon=horizon)
+    return {"arms": traj.arms, "rewards": traj.rewards, "regret": traj.best_expected - traj.chosen_expected}
 
 
 def agreement(lm: LocalCausalLM, records: list[dict[str, str]], framing: str, num_arms: int) -> float:
@@ -229,9 +145,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
 
     # 1. UCB trajectories -> SFT data
-    bandit, spec = make_bandit(cfg, cfg.train_instances, seed=cfg.seed)
-    teacher = play(bandit, make_baseline("ucb", cfg.seed), cfg.train_horizon, cfg.device)
-    binary = True if spec is None else spec.family == "bernoulli"
+    spec = bandit_spec(cfg)
+    bandit = BatchedBandit(spec, cfg.train_instances, seed=cfg.seed, device=cfg.device)
+    teacher = play(bandit, make_baseline("ucb", cfg.seed), cfg.train_horizon)
+    binary = spec.family == "bernoulli"
     horizon = cfg.eval_horizon  # the horizon the student will be told it plays
     n = write_distillation_data(
         out / "data.jsonl",
@@ -331,9 +248,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "uniform": make_baseline("uniform", cfg.seed),
     }
     for name, agent in agents.items():
-        bandit, _ = make_bandit(cfg, cfg.eval_instances, seed=eval_seed)
+        bandit = BatchedBandit(spec, cfg.eval_instances, seed=eval_seed, device=cfg.device)
         t0 = time.perf_counter()
-        traj = play(bandit, agent, cfg.eval_horizon, cfg.device)
+        traj = play(bandit, agent, cfg.eval_horizon)
         mean, sem = summarize(traj["regret"])
         entry = {
             "regret_mean": mean,

@@ -35,6 +35,7 @@ SUITES = {
     "babyai": ("BabyAI-GoToRedBall-v0", {}, 7, ("envpool",)),
     "minihack": ("MiniHack-Room-5x5-v0", {"num_workers": 1}, 8, ("nle", "minihack")),
     "bandits": ("Bandit-Bernoulli-K5-Hard-v0", {}, 5, ()),
+    "deepsea": ("DeepSea-N5-v0", {}, 2, ()),
 }
 
 
@@ -52,9 +53,15 @@ def suite_env(request):
 
 # (actions, the message expected for NUM_ENVS = 2 and n actions); {n} is the suite's action count
 BAD_ACTIONS = {
-    "one past the end": (lambda n: np.array([n, 0]), r"actions must lie in \[0, {n}\), got {n} \(env 0\)$"),
-    "far out": (lambda n: np.array([99, 1000]), r"must lie in \[0, {n}\), got 99 \(env 0\), 1000 \(env 1\)$"),
-    "negative": (lambda n: np.array([0, -1]), r"actions must lie in \[0, {n}\), got -1 \(env 1\)$"),
+    "one past the end": (
+        lambda n: np.array([n, 0]),
+        r"actions must be integers in \[0, {n}\), got {n} \(env 0\)$",
+    ),
+    "far out": (
+        lambda n: np.array([99, 1000]),
+        r"must be integers in \[0, {n}\), got 99 \(env 0\), 1000 \(env 1\)$",
+    ),
+    "negative": (lambda n: np.array([0, -1]), r"actions must be integers in \[0, {n}\), got -1 \(env 1\)$"),
     "float": (lambda n: np.array([0.5, 1.7]), r"actions must be integers in \[0, {n}\), got dtype float64"),
     "integral float": (lambda n: np.array([1.0, 2.0]), r"must be integers in \[0, {n}\), got dtype float64"),
     "bool": (lambda n: np.array([True, False]), r"must be integers in \[0, {n}\), got dtype bool"),
@@ -148,9 +155,9 @@ def test_minigrid_actions_that_used_to_abort_the_process_raise_in_a_subprocess(e
     assert done.returncode == 0, f"the child died with status {done.returncode}:\n{done.stderr}"
     lines = done.stdout.splitlines()
     assert lines == [
-        "refused: actions must lie in [0, 7), got 50 (env 0)",
-        "refused: actions must lie in [0, 7), got -2 (env 1)",
-        "refused: actions must lie in [0, 7), got 7 (env 0), 7 (env 1)",
+        "refused: actions must be integers in [0, 7), got 50 (env 0)",
+        "refused: actions must be integers in [0, 7), got -2 (env 1)",
+        "refused: actions must be integers in [0, 7), got 7 (env 0), 7 (env 1)",
         "alive",
     ]
 
@@ -177,7 +184,7 @@ def test_single_bandit_env_refuses_float_actions_instead_of_truncating_them():
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match=r"must be integers in \[0, 5\), got dtype float64"):
         env.step(1.7)
-    with pytest.raises(InvalidActionError, match=r"must lie in \[0, 5\), got 5 \(env 0\)"):
+    with pytest.raises(InvalidActionError, match=r"must be integers in \[0, 5\), got 5 \(env 0\)"):
         env.step(5)
     env.step(4)
 

@@ -119,3 +119,44 @@ def test_babyai_text_vec_env_survives_nasty_commands():
             assert infos["invalid_action"].tolist() == [True, False]
     finally:
         vec.close()
+
+
+# --- no worker call waits forever ---------------------------------------------------------------
+
+
+def test_text_workers_have_a_finite_default_timeout():
+    import inspect
+
+    from envs.text.workers import TextVecEnv
+
+    defaults = inspect.signature(TextVecEnv).parameters
+    assert defaults["timeout"].default == 60.0 and defaults["startup_timeout"].default == 300.0
+
+
+@pytest.mark.slow
+def test_a_hung_text_worker_raises_timeout_error_then_recv_restarts_it_and_cuts_its_episodes():
+    pytest.importorskip("textworld_express")
+    import os
+    import signal
+
+    from envs.text import make_text_vec_env
+
+    env_id, kwargs = COIN
+    vec = make_text_vec_env(env_id, num_envs=4, num_workers=2, seed=0, timeout=2.0, **kwargs)
+    try:
+        obs, _ = vec.reset()
+        last, *_ = vec.step(["look around"] * 4)
+        pid = vec.worker_pids[1]
+        os.kill(pid, signal.SIGSTOP)  # alive but silent: what TextWorld did on "\x00"
+        vec.send(["inventory"] * 4)
+        with pytest.raises(
+            TimeoutError, match=rf"no reply for timeout=2s from {env_id} worker 1 \(pid {pid}, envs 2-3\)"
+        ):
+            vec.recv()
+        obs, rewards, terminated, truncated, infos = vec.recv()  # the call is still pending: finish it
+        assert truncated.tolist() == [False, False, True, True] and not terminated.any()
+        assert infos["final_obs"][2:] == last[2:] and (infos["episode_length"][2:] == -1).all()
+        assert vec.worker_restarts == [0, 1] and vec.worker_pids[1] != pid
+        vec.step(["look around"] * 4)  # and the env goes on
+    finally:
+        vec.close()

@@ -369,7 +369,7 @@ def test_too_many_restarts_stop_the_run_naming_the_worker_and_envs():
     try:
         vec.reset()
         kill_and_wait(vec.worker_pids[1])
-        with pytest.raises(mh.WorkerCrashedError, match=r"worker 1 .*envs 2,3.*killed by SIGKILL"):
+        with pytest.raises(mh.WorkerCrashedError, match=r"worker 1 .*envs 2-3.*killed by SIGKILL"):
             vec.step(np.zeros(4, dtype=np.int64))
     finally:
         vec.close()

@@ -20,6 +20,7 @@ pytest.importorskip("envpool")
 
 import envs  # noqa: E402  (registers the Explore/ ids)
 from envs import registration  # noqa: E402
+from envs.pool import WorkerCrashedError  # noqa: E402
 from envs.text import (  # noqa: E402
     ALL_IDS,
     BABYAI_TEXT_IDS,
@@ -32,7 +33,6 @@ from envs.text.babyai_text import BABYAI_TASKS, COMMANDS, describe  # noqa: E402
 from envs.text.core import MAX_COMMAND_CHARS, episode_seed  # noqa: E402
 from envs.text.textworld_games import GENERATED, ensure_game  # noqa: E402
 from envs.text.twx import TWX_GAMES  # noqa: E402
-from envs.text.workers import TextWorkerError  # noqa: E402
 from explore.errors import ConfigError, UnknownEnvError  # noqa: E402
 
 COIN = "TWX-CoinCollector-v0"
@@ -310,7 +310,7 @@ def test_worker_vec_env_equals_in_process_and_restarts_a_killed_worker():
                 os.kill(vec.worker_pids[0], signal.SIGKILL)
                 vec.step(["inventory"] * 4)
                 os.kill(vec.worker_pids[0], signal.SIGKILL)
-                with pytest.raises(TextWorkerError, match=r"TWX-CoinCollector-v0 worker 0 \(envs 0-1"):
+                with pytest.raises(WorkerCrashedError, match=r"TWX-CoinCollector-v0 worker 0 \(pid \d+, envs 0-1"):
                     vec.step(["inventory"] * 4)
         finally:
             vec.close()

@@ -79,21 +79,6 @@ class AutoresetEnv:
             row.update(ended, success=ended["final_success"], invalid_action=info["invalid_action"])
         return row
 
-    def lost_row(self, reset_row: dict[str, Any]) -> dict[str, Any]:
-        """The row that reports an episode cut short because its worker died (truncated)."""
-        row = dict(reset_row)
-        row.update(
-            reward=0.0,
-            terminated=False,
-            truncated=True,
-            final_obs=self.last_obs,
-            final_score=self.last_score,
-            final_success=False,
-            episode_return=self.episode_return,
-            episode_length=-1,  # unknown: the worker's count died with it
-        )
-        return row
-
 
 class RowBatch:
     """Turns N per-env rows into the batched step result (and keeps the running counters)."""

@@ -28,15 +28,13 @@ not reached before, or reaches it again with a higher score, so few states trave
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import re
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import numpy as np
 
+from envs.pool import Request, Worker, WorkerCrashedError, WorkerPool
 from explore.archive.cells import Downscale
 from explore.errors import ConfigError, close_matches, require
 
@@ -57,8 +55,11 @@ def rom_id(env_id: str) -> str:
         hint = close_matches(rom, known)
         raise ConfigError(
             f"env id {env_id!r} has no ale-py ROM (looked for {rom!r})."
-            + (f" Did you mean: {', '.join(hint)}?" if hint else " Run `python -c 'from ale_py import roms; "
-               "print(roms.get_all_rom_ids())'` for the list.")
+            + (
+                f" Did you mean: {', '.join(hint)}?"
+                if hint
+                else " Run `python -c 'from ale_py import roms; print(roms.get_all_rom_ids())'` for the list."
+            )
         )
     return rom
 
@@ -268,29 +269,35 @@ def explore_random(emu: Emulator, task: ExploreTask) -> ExploreResult:
 # --- worker processes ---------------------------------------------------------------------------
 
 
-def _worker_main(conn: Connection, settings: ALESettings, seeds: list[int]) -> None:
-    emus = [Emulator(settings, s) for s in seeds]
-    try:
-        while True:
-            cmd, arg = conn.recv()
-            if cmd == "explore":
-                conn.send([explore_random(emus[0], task) for task in arg])
-            elif cmd == "reset":
-                conn.send(np.stack([e.reset() for e in emus]))
-            elif cmd == "step":
-                conn.send(_step_all(emus, arg))
-            elif cmd == "clone":
-                conn.send([e.clone() for e in emus])
-            elif cmd == "restore":
-                conn.send(np.stack([e.restore(s).copy() for e, s in zip(emus, arg, strict=True)]))
-            elif cmd == "close":
-                break
-            else:
-                raise ValueError(f"unknown command {cmd!r}")
-    except (EOFError, KeyboardInterrupt):
-        pass
-    finally:
-        conn.close()
+class _Emulators:
+    """What an ALE worker process runs (an envs.pool WorkerHandler): its share of the emulators."""
+
+    def __init__(self, settings: ALESettings, seeds: list[int]):
+        self.emus = [Emulator(settings, s) for s in seeds]
+
+    def describe(self) -> int:
+        return self.emus[0].num_actions
+
+    def handle(self, command: str, payload: Any) -> Any:
+        emus = self.emus
+        if command == "explore":
+            return [explore_random(emus[0], task) for task in payload]
+        if command == "reset":
+            return np.stack([e.reset() for e in emus])
+        if command == "step":
+            return _step_all(emus, payload)
+        if command == "clone":
+            return [e.clone() for e in emus]
+        if command == "restore":
+            return np.stack([e.restore(s).copy() for e, s in zip(emus, payload, strict=True)])
+        raise ValueError(f"unknown command {command!r}")
+
+    def close(self) -> None:
+        self.emus = []
+
+
+# Requests a restarted worker can simply redo: each carries the whole state it starts from.
+_REDOABLE = ("explore", "reset", "restore")
 
 
 def _step_all(emus: list[Emulator], actions) -> tuple[np.ndarray, ...]:
@@ -303,7 +310,14 @@ def _step_all(emus: list[Emulator], actions) -> tuple[np.ndarray, ...]:
 
 
 class ALEBatch:
-    """`num_envs` emulators, in-process (`num_workers=0`) or spread over `num_workers` processes."""
+    """`num_envs` emulators, in-process (`num_workers=0`) or spread over `num_workers` processes.
+
+    The processes are envs.pool's (shared with MiniHack and the text games): a worker that dies is
+    restarted and an exploration batch it held is run again (its tasks carry their start states and
+    seeds, so the results are the same); a reset or restore is redone; a lockstep step or clone
+    lost with its worker raises WorkerCrashedError (the emulator states it held are gone). A worker
+    silent for `timeout` seconds while it owes a reply raises TimeoutError naming it.
+    """
 
     def __init__(
         self,
@@ -311,7 +325,9 @@ class ALEBatch:
         num_envs: int,
         num_workers: int = 0,
         seed: int = 0,
-        start_method: str = "forkserver",
+        start_method: str | None = None,
+        timeout: float = 300.0,
+        max_restarts: int = 3,
     ):
         if num_envs < 1:
             raise ConfigError(f"num_envs {num_envs!r} is invalid: it must be >= 1")
@@ -323,26 +339,52 @@ class ALEBatch:
         self.num_workers = min(num_workers, num_envs)
         seeds = [seed + i for i in range(num_envs)]
         self._local: list[Emulator] = []
-        self._conns: list[Connection] = []
-        self._procs: list[mp.Process] = []
-        self._pending: set[int] = set()
+        self._pool: WorkerPool | None = None
+        self._pending: set[int] = set()  # workers with a submitted exploration batch
+        self._finished: list[tuple[int, list[ExploreResult]]] = []
+        self._replies: dict[int, Any] = {}  # worker index -> its reply to the lockstep call
         if self.num_workers == 0:
             self._local = [Emulator(settings, s) for s in seeds]
             self.slices = [slice(0, num_envs)]
         else:
-            ctx = mp.get_context(start_method)
             bounds = np.linspace(0, num_envs, self.num_workers + 1).astype(int)
             self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-            for w, sl in enumerate(self.slices):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(
-                    target=_worker_main, args=(child, settings, seeds[sl]), name=f"ale-worker-{w}",
-                    daemon=True,
+            self._pool = WorkerPool(
+                f"ALE {settings.env_id}",
+                _Emulators,
+                lambda index, env_ids, generation: (settings, [seeds[i] for i in env_ids]),
+                [list(range(sl.start, sl.stop)) for sl in self.slices],
+                on_reply=self._on_reply,
+                on_restart=self._on_restart,
+                timeout=timeout,
+                max_restarts=max_restarts,
+                start_method=start_method,
+                preload=(__name__,),
+            )
+
+    @property
+    def worker_pids(self) -> list[int | None]:
+        return self._pool.pids if self._pool is not None else []
+
+    @property
+    def worker_restarts(self) -> list[int]:
+        return self._pool.restarts if self._pool is not None else []
+
+    def _on_reply(self, worker: Worker, command: str, payload: Any, reply: Any) -> None:
+        if command == "explore":
+            self._finished.append((worker.index, reply))
+        else:
+            self._replies[worker.index] = reply
+
+    def _on_restart(self, worker: Worker, lost: list[Request]) -> None:
+        assert self._pool is not None
+        for command, payload in lost:
+            if command not in _REDOABLE:
+                raise WorkerCrashedError(
+                    f"{self._pool.where(worker)} was lost during {command!r}: the emulator states it "
+                    "held are gone, so the lockstep batch cannot go on"
                 )
-                proc.start()
-                child.close()
-                self._conns.append(parent)
-                self._procs.append(proc)
+            self._pool.send(worker, command, payload)
 
     @property
     def num_actions(self) -> int:
@@ -351,18 +393,14 @@ class ALEBatch:
     # --- lockstep batch API (policy exploration) ---
 
     def _all(self, cmd: str, args: list | None = None) -> list:
-        for w, conn in enumerate(self._conns):
-            conn.send((cmd, None if args is None else args[self.slices[w]]))
-        return [self._recv(w) for w in range(len(self._conns))]
-
-    def _recv(self, w: int):
-        try:
-            return self._conns[w].recv()
-        except EOFError as exc:
-            raise RuntimeError(
-                f"ALE worker {w} (envs {self.slices[w].start}..{self.slices[w].stop - 1}) died "
-                f"(exit code {self._procs[w].exitcode})"
-            ) from exc
+        """Send `cmd` to every worker (with its slice of `args`) and return the replies in order."""
+        pool = self._pool
+        assert pool is not None
+        self._replies.clear()
+        for worker, sl in zip(pool.workers, self.slices, strict=True):
+            pool.send(worker, cmd, None if args is None else args[sl])
+        pool.pump(lambda: len(self._replies) == len(pool.workers), cmd)
+        return [self._replies[w] for w in range(len(pool.workers))]
 
     def reset(self) -> np.ndarray:
         if self._local:
@@ -396,55 +434,49 @@ class ALEBatch:
         """Run every task (split evenly over the workers) and return the results in task order."""
         if self._local:
             return [explore_random(self._local[i % len(self._local)], t) for i, t in enumerate(tasks)]
-        bounds = np.linspace(0, len(tasks), len(self._conns) + 1).astype(int)
-        used = []
-        for w, conn in enumerate(self._conns):
-            if bounds[w + 1] > bounds[w]:
-                conn.send(("explore", tasks[bounds[w] : bounds[w + 1]]))
-                used.append(w)
-        return [r for w in used for r in self._recv(w)]
+        pool = self._pool
+        assert pool is not None
+        if self._pending:
+            raise RuntimeError(f"explore() while batches are submitted to workers {sorted(self._pending)}")
+        bounds = np.linspace(0, len(tasks), len(pool.workers) + 1).astype(int)
+        used = [w for w in range(len(pool.workers)) if bounds[w + 1] > bounds[w]]
+        self._finished.clear()
+        for w in used:
+            pool.send(pool.workers[w], "explore", tasks[bounds[w] : bounds[w + 1]])
+        pool.pump(lambda: len(self._finished) == len(used), "explore")
+        results = dict(self._finished)
+        self._finished.clear()
+        return [r for w in used for r in results[w]]
 
     def idle_workers(self) -> list[int]:
         """Workers with no explore batch in flight (in-process: [0])."""
         if self._local:
             return [0]
-        return [w for w in range(len(self._conns)) if w not in self._pending]
+        return [w for w in range(len(self.slices)) if w not in self._pending]
 
     def submit(self, worker: int, tasks: list[ExploreTask]) -> None:
         """Start `tasks` on `worker` without waiting (collect with `receive`)."""
         if self._local:
-            self._local_results = getattr(self, "_local_results", []) + [(0, self.explore(tasks))]
+            self._finished.append((0, self.explore(tasks)))
             return
         if worker in self._pending:
             raise RuntimeError(f"ALE worker {worker} already has a batch in flight")
-        self._conns[worker].send(("explore", tasks))
+        assert self._pool is not None
+        self._pool.send(self._pool.workers[worker], "explore", tasks)
         self._pending.add(worker)
 
     def receive(self, timeout: float | None = None) -> list[tuple[int, list[ExploreResult]]]:
         """The finished batches, [(worker, results)], waiting for at least one (up to `timeout` s)."""
-        if self._local:
-            out, self._local_results = getattr(self, "_local_results", []), []
-            return out
-        ready = wait([self._conns[w] for w in self._pending], timeout)
-        out = []
-        for w in sorted(self._pending):
-            if self._conns[w] in ready:
-                out.append((w, self._recv(w)))
-                self._pending.discard(w)
+        if self._pool is not None and self._pending and not self._finished:
+            self._pool.pump(lambda: bool(self._finished), "receive", max_wait=timeout)
+        out, self._finished = sorted(self._finished, key=lambda item: item[0]), []
+        self._pending.difference_update(w for w, _ in out)
         return out
 
     def close(self) -> None:
-        for conn in self._conns:
-            with contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(("close", None))
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for conn in self._conns:
-            conn.close()
-        self._conns, self._procs, self._local = [], [], []
+        if self._pool is not None:
+            self._pool.close()
+        self._local = []
 
     def __enter__(self) -> ALEBatch:
         return self
