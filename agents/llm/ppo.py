@@ -241,6 +241,10 @@ def validate(config: Config) -> None:
     def fail(name: str, value, valid: str) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} {value!r} is invalid: {valid}")
 
+    for field in dataclasses.fields(config):  # nan passes every comparison below: refuse it first
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            fail(field.name, value, "it must be a finite number")
     if config.credit not in CREDITS:
         fail("credit", config.credit, f"choose one of {', '.join(CREDITS)}")
     for name in (
@@ -262,6 +266,8 @@ def validate(config: Config) -> None:
             fail(name, getattr(config, name), "it must be an integer >= 1")
     for name in (
         "num_workers",
+        "torch_threads",
+        "tiny_corpus_episodes",
         "lora_rank",
         "bc_episodes",
         "bc_eval_episodes",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -106,6 +107,11 @@ class GoExploreConfig:
     """show a progress bar"""
 
     def validate(self) -> None:
+        for field in dataclasses.fields(self):  # nan passes every comparison below: refuse it first
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + field.name.replace("_", "-")
+                raise ConfigError(f"{flag} {value!r} is invalid: it must be a finite number")
         for name in ("frames", "explore_steps", "tasks_per_message", "frameskip", "cell_width",
                      "cell_height", "dynamic_target", "dynamic_interval"):
             if getattr(self, name) < 1:
@@ -119,6 +125,12 @@ class GoExploreConfig:
             raise ConfigError(f"--repeat-prob {self.repeat_prob!r} is invalid: use [0, 1)")
         if not 0 <= self.sticky_actions < 1:
             raise ConfigError(f"--sticky-actions {self.sticky_actions!r} is invalid: use [0, 1)")
+        if self.weight_power < 0:
+            raise ConfigError(f"--weight-power {self.weight_power!r} is invalid: it must be >= 0")
+        for name in ("checkpoint_interval", "log_interval"):
+            if not getattr(self, name) > 0:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {getattr(self, name)!r} is invalid: seconds > 0")
         check_seed(self.seed)
         # last, as it touches the disk: the run directory (or where it will be created) takes files
         if self.resume is not None:
