@@ -405,6 +405,7 @@ TRAIN_ANYTHING_GOES = {
     "preset": "a Literal: only the wrong-type case applies",
     "count_mode": "a Literal",
     "reward_norm": "a Literal",
+    "network": "a Literal",
     "state_key": "any observation key of the env; checked against the env once it exists",
     "progress": "a boolean",
     "full_action_space": "a boolean",

@@ -241,10 +241,9 @@ def validate(config: Config) -> None:
     def fail(name: str, value, valid: str) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} {value!r} is invalid: {valid}")
 
-    for field in dataclasses.fields(config):  # nan passes every comparison below: refuse it first
-        value = getattr(config, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            fail(field.name, value, "it must be a finite number")
+    from explore.errors import check_finite_floats
+
+    check_finite_floats(config)  # first: nan passes every range comparison below
     if config.credit not in CREDITS:
         fail("credit", config.credit, f"choose one of {', '.join(CREDITS)}")
     for name in (

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,7 +46,7 @@ from explore.archive.ale import (
 from explore.archive.archive import Archive
 from explore.archive.cells import Downscale, DynamicDownscale
 from explore.checkpoint import given_fields, resolve_resume, save_config
-from explore.errors import ConfigError, check_seed, check_writable_dir
+from explore.errors import ConfigError, check_finite_floats, check_seed, check_writable_dir
 
 ARCHIVE_NAME = "archive.pkl"
 PROGRESS_NAME = "progress.csv"
@@ -107,11 +106,7 @@ class GoExploreConfig:
     """show a progress bar"""
 
     def validate(self) -> None:
-        for field in dataclasses.fields(self):  # nan passes every comparison below: refuse it first
-            value = getattr(self, field.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                flag = "--" + field.name.replace("_", "-")
-                raise ConfigError(f"{flag} {value!r} is invalid: it must be a finite number")
+        check_finite_floats(self)  # first: nan passes every range comparison below
         for name in ("frames", "explore_steps", "tasks_per_message", "frameskip", "cell_width",
                      "cell_height", "dynamic_target", "dynamic_interval"):
             if getattr(self, name) < 1:
