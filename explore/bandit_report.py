@@ -98,8 +98,9 @@ def resolve_tasks(config: BanditsConfig) -> list[str]:
     if config.env_ids:
         try:
             return [get_spec(env_id).id for env_id in config.env_ids]
-        except UnknownEnvError as exc:  # it lists close ids; say which flag held the id
-            raise ConfigError(f"--env-ids: {exc}") from None
+        except UnknownEnvError as exc:  # it lists close ids; say which flag held the id too
+            exc.args = (f"--env-ids: {exc}",)
+            raise
     if config.suite not in BANDIT_SUITES:
         hint = close_matches(config.suite, BANDIT_SUITES)
         raise ConfigError(

@@ -516,7 +516,7 @@ GO_EXPLORE_BAD: dict[str, list[str]] = {
     "seed": ["-1"],
     "run_dir": [FILE_IN_PATH],
     "resume": [MISSING_DIR],
-    "checkpoint_interval": ["0", "nan"],
+    "checkpoint_interval": ["-1", "nan"],
     "log_interval": ["-1", "nan"],
 }
 GO_EXPLORE_ANYTHING_GOES = {

@@ -123,9 +123,9 @@ class GoExploreConfig:
         if self.weight_power < 0:
             raise ConfigError(f"--weight-power {self.weight_power!r} is invalid: it must be >= 0")
         for name in ("checkpoint_interval", "log_interval"):
-            if not getattr(self, name) > 0:
+            if getattr(self, name) < 0:  # 0: at every chance
                 flag = "--" + name.replace("_", "-")
-                raise ConfigError(f"{flag} {getattr(self, name)!r} is invalid: seconds > 0")
+                raise ConfigError(f"{flag} {getattr(self, name)!r} is invalid: seconds >= 0")
         check_seed(self.seed)
         # last, as it touches the disk: the run directory (or where it will be created) takes files
         if self.resume is not None:
