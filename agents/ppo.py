@@ -254,6 +254,9 @@ def validate(config: Config) -> None:
     def fail(name: str, value, valid: str) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} {value!r} is invalid: {valid}")
 
+    from explore.errors import check_finite_floats
+
+    check_finite_floats(config)  # first: nan passes every range comparison below
     for name in (
         "num_envs",
         "num_steps",
@@ -302,6 +305,12 @@ def validate(config: Config) -> None:
         )
     if config.max_episode_steps is not None and config.max_episode_steps < 1:
         fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
+    if not config.e3b_lambda > 0:
+        fail("e3b_lambda", config.e3b_lambda, "the ridge of E3B's covariance must be > 0")
+    if config.e3b_dim < 1:
+        fail("e3b_dim", config.e3b_dim, "it must be an integer >= 1")
+    if config.noveld_alpha is not None and config.noveld_alpha < 0:
+        fail("noveld_alpha", config.noveld_alpha, "it must be >= 0")
     if config.bonus != "none":
         parse_bonus(config.bonus)  # ConfigError showing where the expression goes wrong
     if config.network not in NETWORKS:

@@ -33,7 +33,7 @@ from explore.bandit_metrics import (
     summarize,
     write_table,
 )
-from explore.errors import ConfigError, check_writable_dir, close_matches
+from explore.errors import ConfigError, UnknownEnvError, check_writable_dir, close_matches
 
 CURVE_POINTS = 200  # time points per regret curve (the band is bootstrapped at each)
 
@@ -96,7 +96,11 @@ def resolve_tasks(config: BanditsConfig) -> list[str]:
     from envs.bandits import BANDIT_SUITES, get_spec
 
     if config.env_ids:
-        return [get_spec(env_id).id for env_id in config.env_ids]  # UnknownEnvError lists close ids
+        try:
+            return [get_spec(env_id).id for env_id in config.env_ids]
+        except UnknownEnvError as exc:  # it lists close ids; say which flag held the id too
+            exc.args = (f"--env-ids: {exc}",)
+            raise
     if config.suite not in BANDIT_SUITES:
         hint = close_matches(config.suite, BANDIT_SUITES)
         raise ConfigError(
@@ -273,6 +277,7 @@ def parse_config(argv: Sequence[str], prog: str = "explore bandits") -> BanditsC
 def bandits_main(argv: Sequence[str], prog: str = "explore bandits") -> None:
     """The `explore bandits` command."""
     config = parse_config(argv, prog)
+    validate(config)  # before --threads is applied: torch aborts on a bad thread count
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     result, paths = bandit_report(config)

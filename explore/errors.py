@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import importlib
+import math
 import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 # envpool takes int32 seeds, and numpy's legacy seeding [0, 2**32): a seed must fit both
 MAX_SEED = 2**31 - 1
@@ -93,3 +96,16 @@ def check_writable_dir(path: str | os.PathLike[str], flag: str = "--run-dir") ->
             f"{flag} {str(path)!r} cannot be written: {reason}{where}; choose a writable directory"
         ) from None
     os.rmdir(probe)
+
+
+def check_finite_floats(config: Any) -> None:
+    """Raise ConfigError naming the first float field of the dataclass `config` that is nan or infinite.
+
+    Called before the range checks: nan passes every comparison (`nan < 0` and `nan >= 0` are both
+    False), so a range check alone lets it through to poison a run.
+    """
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = "--" + field.name.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r} is invalid: it must be a finite number")

@@ -354,3 +354,360 @@ def test_every_registered_bandit_spec_is_valid_and_an_agent_refuses_zero_arms():
     assert all(isinstance(spec, BanditSpec) for spec in BANDIT_SPECS.values())  # built through the check
     with pytest.raises(ValueError, match="num_arms >= 1"):
         UCB().reset(4, 0, "cpu")
+
+
+# --- the CLI: every flag, bad values ------------------------------------------------------------------
+#
+# For each command, every field of its config dataclass gets:
+# - a wrong type derived from its annotation ("abc" for numbers, an unknown choice for a Literal), and
+# - the semantically bad values listed below (negative, zero, out of range, non-finite, unknown names).
+# A field with no bad value must be listed in the command's `anything_goes` with the reason, so a new flag
+# cannot join the CLI without being thought about here. Runs in-process through explore.cli.main.
+
+FILE_IN_PATH = "<tmp>/a_file/run"  # a run directory below a regular file: cannot be created
+MISSING_DIR = "<tmp>/no_such_run"
+
+TRAIN_BAD: dict[str, list[str]] = {
+    "env_id": ["NoSuchGame-v5"],
+    "bonus": ["rnd*", "no_such_bonus"],
+    "seed": ["-1", "2147483647"],
+    "total_timesteps": ["0", "-5"],
+    "device": ["tpu"],
+    "run_dir": [FILE_IN_PATH],
+    "resume": [MISSING_DIR],
+    "checkpoint_interval": ["0", "-1"],
+    "num_envs": ["0", "-1"],
+    "env_groups": ["0", "3"],
+    "sticky_action_prob": ["-0.1", "1.5", "nan"],
+    "max_episode_steps": ["0", "-1"],
+    "num_steps": ["0"],
+    "learning_rate": ["0", "-1", "nan", "inf"],
+    "gamma": ["-0.1", "1.5", "nan"],
+    "int_gamma": ["1.5", "nan"],
+    "gae_lambda": ["1.5", "nan"],
+    "num_minibatches": ["0", "7"],
+    "update_epochs": ["0"],
+    "clip_coef": ["0", "nan"],
+    "ent_coef": ["-1", "nan", "inf"],
+    "vf_coef": ["-1", "nan"],
+    "max_grad_norm": ["0", "nan"],
+    "ext_coef": ["-1", "nan"],
+    "int_coef": ["-1", "inf"],
+    "reward_clip": ["0", "nan"],
+    "update_proportion": ["0", "1.5", "nan"],
+    "rnd_warmup_iterations": ["-1"],
+    "noveld_alpha": ["-0.5", "nan"],
+    "e3b_lambda": ["0", "-1", "nan"],
+    "e3b_dim": ["0", "-3"],
+    "torch_threads": ["-1"],
+}
+TRAIN_ANYTHING_GOES = {
+    "preset": "a Literal: only the wrong-type case applies",
+    "count_mode": "a Literal",
+    "reward_norm": "a Literal",
+    "network": "a Literal",
+    "state_key": "any observation key of the env; checked against the env once it exists",
+    "progress": "a boolean",
+    "full_action_space": "a boolean",
+    "anneal_lr": "a boolean",
+    "int_episodic": "a boolean",
+    "norm_adv": "a boolean",
+    "use_lstm": "a boolean",
+    "amp": "a boolean",
+    "compile": "a boolean",
+}
+# values that make a run that slips through validation tiny (the test then fails on the run directory)
+TRAIN_BASE = [
+    "--preset", "quick", "--num-envs", "2", "--num-steps", "8", "--env-groups", "1",
+    "--total-timesteps", "16", "--rnd-warmup-iterations", "0", "--no-progress", "--run-dir", "<tmp>/run",
+]  # fmt: skip
+
+TEXT_BAD: dict[str, list[str]] = {
+    "env_id": ["NoSuchGame-v0"],
+    "env_kwargs": ["numLocations"],
+    "max_episode_steps": ["0"],
+    "num_workers": ["-1"],
+    "seed": ["-1"],
+    "total_timesteps": ["0"],
+    "device": ["tpu"],
+    "run_dir": [FILE_IN_PATH],
+    "resume": [MISSING_DIR],
+    "checkpoint_interval": ["0"],
+    "torch_threads": ["-1"],
+    "credit": ["no_such_credit"],
+    "forking_fraction": ["0", "1.5", "nan"],
+    "group_size": ["-1"],
+    "model_path": [MISSING_DIR],
+    "lora_rank": ["-1"],
+    "tiny_layers": ["0"],
+    "tiny_embd": ["0"],
+    "tiny_heads": ["0", "3"],
+    "tiny_vocab": ["10"],
+    "tiny_corpus_episodes": ["-1"],
+    "max_prompt_tokens": ["0"],
+    "history_turns": ["-1"],
+    "max_new_tokens": ["1"],
+    "temperature": ["0", "nan"],
+    "stop_check_every": ["-1"],
+    "bc_episodes": ["-1"],
+    "bc_epochs": ["0"],
+    "bc_lr": ["0", "nan"],
+    "bc_eval_episodes": ["-1"],
+    "num_envs": ["0"],
+    "num_turns": ["0"],
+    "learning_rate": ["0", "nan"],
+    "weight_decay": ["-1", "nan"],
+    "gamma": ["1.5", "nan"],
+    "gae_lambda": ["-0.1"],
+    "num_minibatches": ["0", "1000"],
+    "update_epochs": ["0"],
+    "clip_coef": ["0"],
+    "ent_coef": ["-1", "inf"],
+    "vf_coef": ["-1"],
+    "max_grad_norm": ["0"],
+    "reward_scale": ["0", "nan"],
+}
+TEXT_ANYTHING_GOES = {
+    "dtype": "a Literal",
+    "fallback_action": "any text command",
+    "progress": "a boolean",
+    "forking_mask": "a boolean",
+    "show_commands": "a boolean",
+    "constrained": "a boolean",
+    "anneal_lr": "a boolean",
+    "norm_adv": "a boolean",
+}
+TEXT_BASE = [
+    "--num-envs", "2", "--num-turns", "4", "--num-minibatches", "1", "--total-timesteps", "8",
+    "--no-progress", "--run-dir", "<tmp>/run",
+]  # fmt: skip
+
+BANDITS_BAD: dict[str, list[str]] = {
+    "suite": ["no_such_suite"],
+    "env_ids": ["Bandit-NoSuch-v0"],
+    "agents": ["no_such_agent"],
+    "num_instances": ["0"],
+    "horizon": ["1", "-1"],
+    "seed": ["-1"],
+    "device": ["tpu"],
+    "out_dir": [FILE_IN_PATH],
+    "num_resamples": ["0"],
+    "confidence": ["0", "1.5", "nan"],
+    "threads": ["0"],
+}
+BANDITS_ANYTHING_GOES = {"plots": "a boolean"}
+BANDITS_BASE = ["--num-instances", "2", "--num-resamples", "2", "--no-plots", "--out-dir", "<tmp>/run"]
+
+GO_EXPLORE_BAD: dict[str, list[str]] = {
+    "env_id": ["NoSuchGame-v5"],
+    "frames": ["0"],
+    "num_workers": ["-1"],
+    "tasks_per_message": ["0"],
+    "explore_steps": ["0"],
+    "repeat_prob": ["1.0", "-0.1", "nan"],
+    "sticky_actions": ["1.0", "nan"],
+    "frameskip": ["0"],
+    "weight_power": ["-1", "nan"],
+    "cell_width": ["0"],
+    "cell_height": ["0"],
+    "cell_levels": ["1", "300"],
+    "dynamic_target": ["0"],
+    "dynamic_interval": ["0"],
+    "seed": ["-1"],
+    "run_dir": [FILE_IN_PATH],
+    "resume": [MISSING_DIR],
+    "checkpoint_interval": ["-1", "nan"],
+    "log_interval": ["-1", "nan"],
+}
+GO_EXPLORE_ANYTHING_GOES = {
+    "weight_count": "a Literal",
+    "end_on_life_loss": "a boolean",
+    "dynamic_cells": "a boolean",
+    "progress": "a boolean",
+}
+GO_EXPLORE_BASE = ["--frames", "200", "--no-progress", "--run-dir", "<tmp>/run"]
+
+
+def _config_class(command: str) -> type:
+    if command == "train":
+        from agents.ppo import Config
+
+        return Config
+    if command == "text":
+        from agents.llm.ppo import Config as TextConfig
+
+        return TextConfig
+    if command == "bandits":
+        from explore.bandit_report import BanditsConfig
+
+        return BanditsConfig
+    from explore.archive.go_explore import GoExploreConfig
+
+    return GoExploreConfig
+
+
+COMMANDS = {
+    "train": (TRAIN_BAD, TRAIN_ANYTHING_GOES, TRAIN_BASE),
+    "text": (TEXT_BAD, TEXT_ANYTHING_GOES, TEXT_BASE),
+    "bandits": (BANDITS_BAD, BANDITS_ANYTHING_GOES, BANDITS_BASE),
+    "go-explore": (GO_EXPLORE_BAD, GO_EXPLORE_ANYTHING_GOES, GO_EXPLORE_BASE),
+}
+# flags whose bad value only shows with another flag: (extra flags)
+CONTEXT = {("text", "group_size"): ["--credit", "grpo"], ("text", "num_minibatches"): []}
+
+
+def _wrong_type(annotation: Any) -> str | None:
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = (
+        args[0]
+        if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType)
+        else annotation
+    )
+    if typing.get_origin(annotation) is typing.Literal:
+        return "no_such_choice"
+    if base is bool or base is str or typing.get_origin(base) is list:
+        return None  # a boolean flag takes no value; any string is a string
+    return "abc" if base in (int, float) else None
+
+
+def _cases() -> list[Any]:
+    import dataclasses
+    import typing
+
+    cases = []
+    for command, (bad, _, _) in COMMANDS.items():
+        config_cls = _config_class(command)
+        hints = typing.get_type_hints(config_cls)
+        for field in dataclasses.fields(config_cls):
+            values = list(bad.get(field.name, []))
+            wrong = _wrong_type(hints[field.name])
+            if wrong is not None and wrong not in values:
+                values.append(wrong)
+            if hints[field.name] is int:
+                values.append("1.5")
+            for value in values:
+                cases.append(pytest.param(command, field.name, value, id=f"{command}--{field.name}={value}"))
+    return cases
+
+
+def test_every_flag_of_every_command_is_fuzzed_or_explained():
+    import dataclasses
+
+    for command, (bad, anything_goes, _) in COMMANDS.items():
+        names = {f.name for f in dataclasses.fields(_config_class(command))}
+        assert set(bad) | set(anything_goes) == names, (
+            f"explore {command}: flags without bad values or a reason: {sorted(names - set(bad) - set(anything_goes))}; "
+            f"listed but gone: {sorted((set(bad) | set(anything_goes)) - names)}"
+        )
+        assert not set(bad) & set(anything_goes)
+
+
+def _run_cli(argv: list[str], capsys: Any) -> tuple[int, str]:
+    from explore.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # tyro's parse errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize(("command", "name", "value"), _cases())
+def test_a_bad_flag_value_names_the_flag_and_writes_nothing(
+    command, name, value, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # a default run directory (runs/...) would land here
+    (tmp_path / "a_file").write_text("not a directory")
+    flag = "--" + name.replace("_", "-")
+    base = COMMANDS[command][2]
+    argv = [command, *base, *CONTEXT.get((command, name), []), flag, value]
+    argv = [a.replace("<tmp>", str(tmp_path)) for a in argv]
+    code, output = _run_cli(argv, capsys)
+    assert code != 0, f"{argv} was accepted:\n{output[-2000:]}"
+    assert "Traceback" not in output, output[-3000:]
+    # the flag, or its name in words ("unknown env id 'X'")
+    assert flag in output or name.replace("_", " ") in output, (
+        f"the error does not name {flag}:\n{output[-2000:]}"
+    )
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name != "a_file")
+    assert left == [], f"{argv} wrote {left}"
+
+
+# --- the tests themselves: no subprocess may time out because the machine is busy -------------------
+
+MIN_SUBPROCESS_TIMEOUT_S = 600
+
+
+def test_no_test_gives_a_subprocess_a_tight_timeout():
+    """A subprocess timeout in a test guards against a hang; on a loaded machine a tight one fails a test
+    that is fine (tests/test_cli.py's 240 s smoke run did). Calls of subprocess.* with a literal timeout
+    must allow at least MIN_SUBPROCESS_TIMEOUT_S."""
+    import ast
+    from pathlib import Path
+
+    tight = []
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            owner = node.func.value
+            if not (isinstance(owner, ast.Name) and owner.id == "subprocess"):
+                continue
+            for keyword in node.keywords:
+                value = keyword.value
+                literal = isinstance(value, ast.Constant) and isinstance(value.value, int | float)
+                if keyword.arg == "timeout" and literal and value.value < MIN_SUBPROCESS_TIMEOUT_S:
+                    tight.append(f"{path.name}:{node.lineno}: timeout={value.value}")
+    assert tight == [], tight
+
+
+# --- unwritable run directories, for real --------------------------------------------------------------
+
+
+def test_a_run_directory_on_a_read_only_file_system_is_refused(tmp_path):
+    """A real read-only tmpfs, mounted in a private user and mount namespace (`unshare -rm`), so the test
+    needs no privileges and leaves no mount behind; skipped where user namespaces are not allowed."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mount_point = tmp_path / "read_only"
+    mount_point.mkdir()
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    probe = subprocess.run(
+        ["unshare", "-rm", "mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not available here: {probe.stderr.decode().strip()}")
+    command = (
+        f"mount -t tmpfs -o ro tmpfs {mount_point} && exec {sys.executable} -m explore train --preset quick "
+        f"--seed 3 --run-dir {mount_point}/run"
+    )
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", command],
+        cwd=Path(__file__).resolve().parents[1],  # this checkout's explore
+        capture_output=True,
+        text=True,
+        timeout=1800,  # a hang guard only
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--run-dir" in result.stderr and "file system is read-only" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_directory_without_write_permission_is_refused(tmp_path, monkeypatch, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes through permissions (the read-only file system test covers root)")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    monkeypatch.chdir(tmp_path)
+    code, output = _run_cli(["train", "--preset", "quick", "--run-dir", str(locked / "run")], capsys)
+    assert code == 2 and "--run-dir" in output and "permission denied" in output
+    assert list(locked.iterdir()) == []

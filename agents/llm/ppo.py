@@ -241,6 +241,9 @@ def validate(config: Config) -> None:
     def fail(name: str, value, valid: str) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} {value!r} is invalid: {valid}")
 
+    from explore.errors import check_finite_floats
+
+    check_finite_floats(config)  # first: nan passes every range comparison below
     if config.credit not in CREDITS:
         fail("credit", config.credit, f"choose one of {', '.join(CREDITS)}")
     for name in (
@@ -262,6 +265,8 @@ def validate(config: Config) -> None:
             fail(name, getattr(config, name), "it must be an integer >= 1")
     for name in (
         "num_workers",
+        "torch_threads",
+        "tiny_corpus_episodes",
         "lora_rank",
         "bc_episodes",
         "bc_eval_episodes",

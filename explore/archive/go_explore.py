@@ -46,7 +46,7 @@ from explore.archive.ale import (
 from explore.archive.archive import Archive
 from explore.archive.cells import Downscale, DynamicDownscale
 from explore.checkpoint import given_fields, resolve_resume, save_config
-from explore.errors import ConfigError, check_seed, check_writable_dir
+from explore.errors import ConfigError, check_finite_floats, check_seed, check_writable_dir
 
 ARCHIVE_NAME = "archive.pkl"
 PROGRESS_NAME = "progress.csv"
@@ -106,6 +106,7 @@ class GoExploreConfig:
     """show a progress bar"""
 
     def validate(self) -> None:
+        check_finite_floats(self)  # first: nan passes every range comparison below
         for name in ("frames", "explore_steps", "tasks_per_message", "frameskip", "cell_width",
                      "cell_height", "dynamic_target", "dynamic_interval"):
             if getattr(self, name) < 1:
@@ -119,6 +120,12 @@ class GoExploreConfig:
             raise ConfigError(f"--repeat-prob {self.repeat_prob!r} is invalid: use [0, 1)")
         if not 0 <= self.sticky_actions < 1:
             raise ConfigError(f"--sticky-actions {self.sticky_actions!r} is invalid: use [0, 1)")
+        if self.weight_power < 0:
+            raise ConfigError(f"--weight-power {self.weight_power!r} is invalid: it must be >= 0")
+        for name in ("checkpoint_interval", "log_interval"):
+            if getattr(self, name) < 0:  # 0: at every chance
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} {getattr(self, name)!r} is invalid: seconds >= 0")
         check_seed(self.seed)
         # last, as it touches the disk: the run directory (or where it will be created) takes files
         if self.resume is not None:

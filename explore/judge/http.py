@@ -201,4 +201,3 @@ class HTTPJudge(Judge):
             "judge/retries": float(s.retries),
             "judge/request_failures": float(s.failures),
         }
-
