@@ -667,6 +667,7 @@ def test_no_test_gives_a_subprocess_a_tight_timeout():
 # --- unwritable run directories, for real --------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter in a namespace: tens of seconds on a loaded machine
 def test_a_run_directory_on_a_read_only_file_system_is_refused(tmp_path):
     """A real read-only tmpfs, mounted in a private user and mount namespace (`unshare -rm`), so the test
     needs no privileges and leaves no mount behind; skipped where user namespaces are not allowed."""
