@@ -6,14 +6,16 @@ Registering a bonus (see explore/bonus.py): its file holds the module, its netwo
 dataclass and a builder decorated with `@register_bonus(name, ConfigClass, kind=...)`; the one line
 here adds ConfigClass to the bases of `BonusSettings`, which imports (so registers) the bonus and
 gives the trainer's Config its flags. That is 1 file plus 1 line; a bonus without hyperparameters
-still takes its line (an import) so that it is registered. `settings` is any object holding the
+still takes its line (an import) so that it is registered. (Before this layout a bonus took 3 files
+and 4 to 6 places: its module, a builder and a registration here, and each hyperparameter in
+BonusContext, in the trainer's Config and in make_bonus.) `settings` is any object holding the
 flags (the trainer's Config, a BonusSettings, or one bonus's config); missing fields take defaults.
 
 Grammar (whitespace is ignored):
 
     sum    := term ('+' term)*
     term   := [number '*'] factor ('*' factor)*
-    factor := name                     (a registered bonus: rnd, count, count_e, count_e1, noveld, e3b, archive)
+    factor := name                     (a registered bonus: `bonus_names()`, e.g. rnd, count_e, e3b, archive)
 
 so `count_e+0.5*rnd` is SumBonus([(1, count_e), (0.5, rnd)]) and `e3b*rnd` is
 ProductBonus(e3b, rnd). No parentheses, no subtraction: coefficients are >= 0.
