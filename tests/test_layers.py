@@ -1,5 +1,6 @@
 """The layer rule, checked in fresh interpreters: base (explore/errors.py, explore/obs.py,
-explore/networks.py) -> envs/ and the bonus modules -> agents/. Lower layers never import higher ones."""
+explore/networks.py) -> envs/ and the bonus modules (siblings) -> agents/. Lower layers never import
+higher ones: envs imports no bonus and no agent, and no bonus module or shared network imports agents."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def test_envs_imports_no_bonus_and_no_agent():
 
 
 @pytest.mark.parametrize("module", [*BONUS_MODULES, "explore.networks"])
-def test_bonus_modules_and_shared_networks_import_no_agent_and_no_env(module):
+def test_bonus_modules_and_shared_networks_import_no_agent(module):
+    # (envs may be loaded: importing the `explore` package registers the env ids with gymnasium)
     loaded = modules_after_import(module)
-    above = {m for m in loaded if m.split(".")[0] in ("agents", "envs")}
+    above = {m for m in loaded if m.split(".")[0] == "agents"}
     assert above == set(), f"{module} imports {sorted(above)}"
