@@ -5,85 +5,39 @@ can treat them alike: `forward(obs) -> (logits (B, A), v_ext (B,), v_int (B,))`,
 dict of tensors with one flat leading dim B. With `use_lstm=True` the contract becomes
 `forward(obs, core_state, done) -> (logits, v_ext, v_int, new_core_state)`.
 
-Each architecture is a *torso* (observation -> (B, features)) plus heads. The torso classes are
-the single definition of each architecture: the policies build on them, and `make_encoder`
-returns a fresh torso with its own weights for bonuses that learn an embedding of the same shape
-(E3B's inverse-dynamics encoder).
-
-Ids are embedded, never scaled as intensities: MiniGrid's image channels are object/colour/state
-ids and MiniHack's glyphs are ids into NetHack's ~6000 glyphs, so a learned table per id is the
-right inductive bias (neighbouring ids mean unrelated things).
+Each architecture is a *torso* (observation -> (B, features)) plus heads. The torsos live in
+`explore.networks`, below both agents and bonuses, since bonuses build encoders of the same
+architectures (`make_encoder`, re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agents.networks import TwoHeadPolicy, layer_init
+from agents.networks import TwoHeadPolicy
 from explore.errors import ConfigError
-
-Obs = Mapping[str, Tensor]
-CoreState = tuple[Tensor, Tensor]
-
-NLE_MAX_GLYPH = 5976  # nle.nethack.MAX_GLYPH in nle 1.x, used when nle is not installed
-MINIHACK_KEYS = ("glyphs", "glyphs_crop", "blstats")
-
-# Divisors for NLE's 27 bottom-line stats (nle 1.x order), chosen as typical upper bounds so a
-# MiniHack agent sees values of order 1; the result is clipped to +-BLSTATS_CLIP so that a long
-# NetHack game's score, gold or turn counter cannot saturate the MLP.
-NLE_BLSTATS_SCALE: tuple[float, ...] = (
-    79.0,  # x
-    21.0,  # y
-    25.0,  # strength (3..25)
-    125.0,  # strength percentage
-    25.0,  # dexterity
-    25.0,  # constitution
-    25.0,  # intelligence
-    25.0,  # wisdom
-    25.0,  # charisma
-    1000.0,  # score
-    100.0,  # hit points
-    100.0,  # max hit points
-    50.0,  # depth
-    1000.0,  # gold
-    100.0,  # energy
-    100.0,  # max energy
-    10.0,  # armor class (10 is unarmored, lower is better, can go negative)
-    30.0,  # monster level (polymorphed)
-    30.0,  # experience level
-    10000.0,  # experience points
-    10000.0,  # time (turns)
-    6.0,  # hunger state (0..6)
-    5.0,  # carrying capacity (0..5)
-    10.0,  # dungeon number
-    50.0,  # level number
-    4096.0,  # condition bitmask
-    1.0,  # alignment (-1, 0, 1)
+from explore.networks import (  # noqa: F401 (re-exported: the torsos and encoders by their old home)
+    BLSTATS_CLIP,
+    MINIHACK_KEYS,
+    NLE_BLSTATS_SCALE,
+    NLE_MAX_GLYPH,
+    FrameTorso,
+    MiniGridTorso,
+    MiniHackTorso,
+    Obs,
+    VectorTorso,
+    _id_count,
+    layer_init,
+    make_encoder,
+    max_glyph,
+    network_family,
 )
-BLSTATS_CLIP = 5.0
 
-
-def max_glyph() -> int:
-    """NetHack's glyph count from nle when it is installed (imported lazily), else nle 1.x's 5976."""
-    try:
-        from nle import nethack
-    except ImportError:
-        return NLE_MAX_GLYPH
-    return int(nethack.MAX_GLYPH)
-
-
-def _id_count(space: gym.spaces.Space) -> int:
-    """How many ids an integer Box or Discrete can hold: its bound + 1 (the size of an embedding table)."""
-    if isinstance(space, gym.spaces.Discrete):
-        return int(space.start + space.n)
-    return int(np.max(space.high)) + 1
+CoreState = tuple[Tensor, Tensor]
 
 
 class TwoHeads(nn.Module):
@@ -105,178 +59,6 @@ class TwoHeads(nn.Module):
             self.value_ext(features).squeeze(-1),
             self.value_int(features).squeeze(-1),
         )
-
-
-class FrameTorso(nn.Module):
-    """TwoHeadPolicy's torso (Nature CNN + two dense layers) on uint8 frames, as a standalone encoder.
-
-    Built from TwoHeadPolicy itself so the architecture is defined once, in agents.networks.
-    """
-
-    def __init__(self, in_channels: int, out_dim: int):
-        super().__init__()
-        self.net = TwoHeadPolicy(in_channels, num_actions=1, hidden=out_dim).torso
-        self.out_dim = out_dim
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.net(obs.float() / 255.0)
-
-
-class MiniGridTorso(nn.Module):
-    """MiniGrid/BabyAI observation -> (B, out_dim).
-
-    The (7, 7, 3) image's object, colour and state ids each get a learned `embedding_dim` vector
-    (one table with a per-channel offset); the three are concatenated into 3 * embedding_dim
-    channels for a three-layer conv net (7x7 -> 7x7 -> 4x4 -> 4x4). The facing direction, which
-    the egocentric view does not show, gets its own embedding. BabyAI's mission can be read by a
-    GRU over its bytes (`use_mission`); MiniGrid tasks have a fixed mission, so it is off by
-    default.
-    """
-
-    def __init__(
-        self,
-        observation_space: gym.spaces.Dict,
-        out_dim: int = 256,
-        embedding_dim: int = 16,
-        direction_dim: int = 8,
-        use_mission: bool = False,
-        mission_dim: int = 128,
-    ):
-        super().__init__()
-        image_space = observation_space["image"]
-        height, width, channels = image_space.shape
-        self.ids_per_channel = _id_count(image_space)
-        self.register_buffer(
-            "channel_offset", torch.arange(channels) * self.ids_per_channel, persistent=False
-        )
-        self.image_embed = nn.Embedding(channels * self.ids_per_channel, embedding_dim)
-        self.conv = nn.Sequential(
-            layer_init(nn.Conv2d(channels * embedding_dim, 32, 3, padding=1)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(32, 64, 3, stride=2, padding=1)),
-            nn.ReLU(),
-            layer_init(nn.Conv2d(64, 64, 3, padding=1)),
-            nn.ReLU(),
-            nn.Flatten(),
-        )
-        with torch.no_grad():
-            features = self.conv(torch.zeros(1, channels * embedding_dim, height, width)).shape[1]
-
-        self.direction_embed = None
-        if "direction" in observation_space.spaces:
-            self.direction_embed = nn.Embedding(_id_count(observation_space["direction"]), direction_dim)
-            features += direction_dim
-
-        self.use_mission = use_mission
-        if use_mission:
-            if "mission" not in observation_space.spaces:
-                raise ConfigError(f"use_mission=True needs a 'mission' key; the space is {observation_space}")
-            self.mission_embed = nn.Embedding(256, 32, padding_idx=0)
-            self.mission_gru = nn.GRU(32, mission_dim, batch_first=True)
-            features += mission_dim
-
-        self.fc = nn.Sequential(layer_init(nn.Linear(features, out_dim)), nn.ReLU())
-        self.out_dim = out_dim
-
-    def encode_mission(self, mission: Tensor) -> Tensor:
-        """(B, L) zero-padded bytes -> (B, mission_dim): the GRU state after the last byte."""
-        mission = mission.long()
-        lengths = (mission != 0).sum(1).clamp(min=1)
-        longest = int(lengths.max())  # one host sync; BabyAI pads to 512 bytes, missions are short
-        outputs, _ = self.mission_gru(self.mission_embed(mission[:, :longest]))
-        return outputs[torch.arange(len(mission), device=mission.device), lengths - 1]
-
-    def forward(self, obs: Obs) -> Tensor:
-        image = obs["image"].long() + self.channel_offset  # (B, H, W, C) ids, one id range per channel
-        embedded = self.image_embed(image).flatten(3)  # (B, H, W, C * E)
-        parts = [self.conv(embedded.permute(0, 3, 1, 2))]
-        if self.direction_embed is not None:
-            parts.append(self.direction_embed(obs["direction"].long().reshape(-1)))
-        if self.use_mission:
-            parts.append(self.encode_mission(obs["mission"]))
-        return self.fc(torch.cat(parts, dim=1))
-
-
-def _glyph_conv(
-    embedding_dim: int, num_layers: int, hidden_channels: int = 16, out_channels: int = 8
-) -> nn.Sequential:
-    """NLE baseline's glyph conv: `num_layers` 3x3 same-padding convs with ELU, keeping the map size."""
-    widths = [embedding_dim] + [hidden_channels] * (num_layers - 1) + [out_channels]
-    layers: list[nn.Module] = []
-    for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-        layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ELU()]
-    return nn.Sequential(*layers, nn.Flatten())
-
-
-class MiniHackTorso(nn.Module):
-    """MiniHack/NLE observation -> (B, out_dim), the architecture of the NLE baseline and E3B.
-
-    One glyph embedding table (`num_glyphs` ids, default nle's MAX_GLYPH) feeds two conv nets
-    with separate weights: one over the full glyph map ("glyphs", 21x79) for the layout, one over
-    the egocentric crop ("glyphs_crop", 9x9) for the agent's surroundings; an MLP reads the
-    bottom-line stats ("blstats", 27), normalized by fixed per-stat scales. The features are
-    concatenated and go through a two-layer MLP. Any subset of the three keys works (MiniHack's
-    observation_keys decide which are present).
-    """
-
-    def __init__(
-        self,
-        observation_space: gym.spaces.Dict,
-        out_dim: int = 1024,
-        embedding_dim: int = 64,
-        num_layers: int = 5,
-        num_glyphs: int | None = None,
-        blstats_scale: Sequence[float] | None = None,
-    ):
-        super().__init__()
-        spaces = observation_space.spaces
-        self.keys = [k for k in MINIHACK_KEYS if k in spaces]
-        if not self.keys:
-            raise ConfigError(f"MiniHackTorso needs one of {MINIHACK_KEYS}; the space is {observation_space}")
-        features = 0
-        self.glyph_convs = nn.ModuleDict()
-        glyph_keys = [k for k in ("glyphs", "glyphs_crop") if k in spaces]
-        if glyph_keys:
-            if num_glyphs is None:  # NLE's glyph spaces are Box(0, MAX_GLYPH): cover their bound too
-                num_glyphs = max([max_glyph()] + [_id_count(spaces[k]) for k in glyph_keys])
-            self.glyph_embed = nn.Embedding(num_glyphs, embedding_dim)
-            for key in glyph_keys:
-                self.glyph_convs[key] = _glyph_conv(embedding_dim, num_layers)
-                features += 8 * math.prod(spaces[key].shape)
-
-        self.blstats_mlp = None
-        if "blstats" in spaces:
-            size = spaces["blstats"].shape[0]
-            if blstats_scale is None:
-                if size != len(NLE_BLSTATS_SCALE):
-                    raise ConfigError(
-                        f"blstats of size {size} (nle 1.x has {len(NLE_BLSTATS_SCALE)}): pass blstats_scale"
-                    )
-                blstats_scale = NLE_BLSTATS_SCALE
-            if len(blstats_scale) != size:
-                raise ConfigError(f"blstats_scale has {len(blstats_scale)} entries; blstats has {size}")
-            self.register_buffer("blstats_scale", torch.tensor(blstats_scale, dtype=torch.float32))
-            self.blstats_mlp = nn.Sequential(
-                nn.Linear(size, embedding_dim), nn.ReLU(), nn.Linear(embedding_dim, embedding_dim), nn.ReLU()
-            )
-            features += embedding_dim
-
-        self.fc = nn.Sequential(
-            nn.Linear(features, out_dim), nn.ReLU(), nn.Linear(out_dim, out_dim), nn.ReLU()
-        )
-        self.out_dim = out_dim
-
-    def normalize_blstats(self, blstats: Tensor) -> Tensor:
-        return (blstats.float() / self.blstats_scale).clamp(-BLSTATS_CLIP, BLSTATS_CLIP)
-
-    def forward(self, obs: Obs) -> Tensor:
-        parts = []
-        for key, conv in self.glyph_convs.items():
-            embedded = self.glyph_embed(obs[key].long())  # (B, H, W, E)
-            parts.append(conv(embedded.permute(0, 3, 1, 2)))
-        if self.blstats_mlp is not None:
-            parts.append(self.blstats_mlp(self.normalize_blstats(obs["blstats"])))
-        return self.fc(torch.cat(parts, dim=1))
 
 
 class RecurrentTwoHeadPolicy(nn.Module):
@@ -333,24 +115,6 @@ class RecurrentTwoHeadPolicy(nn.Module):
             out, core_state = self.core(x_t.unsqueeze(0), (core_state[0] * mask, core_state[1] * mask))
             outputs.append(out)
         return torch.cat(outputs).reshape(-1, features.shape[-1]), core_state
-
-
-class VectorTorso(nn.Module):
-    """A flat float observation (bandits' previous action, reward and context) -> (B, out_dim) by an MLP."""
-
-    def __init__(self, observation_space: gym.spaces.Box, out_dim: int = 128, hidden: int = 128):
-        super().__init__()
-        features = int(np.prod(observation_space.shape))
-        self.net = nn.Sequential(
-            layer_init(nn.Linear(features, hidden)),
-            nn.Tanh(),
-            layer_init(nn.Linear(hidden, out_dim)),
-            nn.Tanh(),
-        )
-        self.out_dim = out_dim
-
-    def forward(self, obs: Tensor) -> Tensor:
-        return self.net(obs.reshape(obs.shape[0], -1).float())
 
 
 class VectorPolicy(RecurrentTwoHeadPolicy):
@@ -454,22 +218,8 @@ SUPPORTED_SPACES = (
 
 
 def _family(observation_space: gym.spaces.Space) -> str:
-    """'frames', 'minigrid' or 'minihack'; ConfigError naming the space and what is supported."""
-    if isinstance(observation_space, gym.spaces.Box):
-        shape = observation_space.shape
-        if len(shape) == 3 and shape[1:] == (84, 84) and observation_space.dtype == np.uint8:
-            return "frames"
-        if len(shape) == 1 and np.issubdtype(observation_space.dtype, np.floating):
-            return "vector"
-    elif isinstance(observation_space, gym.spaces.Dict):
-        if "image" in observation_space.spaces:
-            return "minigrid"
-        if any(k in observation_space.spaces for k in MINIHACK_KEYS):
-            return "minihack"
-    raise ConfigError(
-        f"no network for observation space {observation_space}. Supported: {SUPPORTED_SPACES} "
-        "(pass one env's space, e.g. vec.single_observation_space)"
-    )
+    """'frames', 'minigrid', 'minihack' or 'vector'; ConfigError naming the space and what is supported."""
+    return network_family(observation_space, SUPPORTED_SPACES)
 
 
 NETWORKS = ("default", "compact")
@@ -502,19 +252,3 @@ def make_policy(
     if family == "vector":
         return VectorPolicy(observation_space, num_actions, **kwargs)
     return MiniHackPolicy(observation_space, num_actions, **kwargs)
-
-
-def make_encoder(observation_space: gym.spaces.Space, embed_dim: int, **kwargs: Any) -> nn.Module:
-    """A torso of the policy's architecture, with its own weights, mapping observations to (B, embed_dim).
-
-    For bonuses that learn their own embedding (E3B's inverse-dynamics encoder); feed-forward
-    (no LSTM). kwargs go to the torso class.
-    """
-    family = _family(observation_space)
-    if family == "frames":
-        return FrameTorso(observation_space.shape[0], embed_dim, **kwargs)
-    if family == "minigrid":
-        return MiniGridTorso(observation_space, out_dim=embed_dim, **kwargs)
-    if family == "vector":
-        return VectorTorso(observation_space, out_dim=embed_dim, **kwargs)
-    return MiniHackTorso(observation_space, out_dim=embed_dim, **kwargs)

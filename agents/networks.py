@@ -1,29 +1,10 @@
-"""Networks for pixel observations: the Nature-CNN policy with two value heads and RND's networks."""
+"""The pixel policy: the Nature-CNN torso (`explore.networks.frame_torso`) with two value heads."""
 
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
-
-def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-def nature_cnn(in_channels: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """The DQN Nature torso: 84x84 input -> 64 x 7 x 7 = 3136 features."""
-    return nn.Sequential(
-        layer_init(nn.Conv2d(in_channels, 32, 8, stride=4)),
-        activation(),
-        layer_init(nn.Conv2d(32, 64, 4, stride=2)),
-        activation(),
-        layer_init(nn.Conv2d(64, 64, 3, stride=1)),
-        activation(),
-        nn.Flatten(),
-    )
+from explore.networks import frame_torso, layer_init, nature_cnn  # noqa: F401 (re-exported)
 
 
 class TwoHeadPolicy(nn.Module):
@@ -35,13 +16,7 @@ class TwoHeadPolicy(nn.Module):
 
     def __init__(self, in_channels: int, num_actions: int, hidden: int = 448):
         super().__init__()
-        self.torso = nn.Sequential(
-            nature_cnn(in_channels),
-            layer_init(nn.Linear(64 * 7 * 7, 256)),
-            nn.ReLU(),
-            layer_init(nn.Linear(256, hidden)),
-            nn.ReLU(),
-        )
+        self.torso = frame_torso(in_channels, hidden)
         self.policy_head = nn.Sequential(
             layer_init(nn.Linear(hidden, hidden), std=0.01),
             nn.ReLU(),
@@ -60,34 +35,3 @@ class TwoHeadPolicy(nn.Module):
             self.value_ext(value_features).squeeze(-1),
             self.value_int(value_features).squeeze(-1),
         )
-
-
-class RNDTarget(nn.Module):
-    """The fixed random network whose features the predictor learns to reproduce."""
-
-    def __init__(self, in_channels: int = 1, out_features: int = 512):
-        super().__init__()
-        self.net = nn.Sequential(
-            nature_cnn(in_channels, nn.LeakyReLU), layer_init(nn.Linear(64 * 7 * 7, out_features))
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class RNDPredictor(nn.Module):
-    """The trained predictor: the same torso with a deeper head."""
-
-    def __init__(self, in_channels: int = 1, out_features: int = 512):
-        super().__init__()
-        self.net = nn.Sequential(
-            nature_cnn(in_channels, nn.LeakyReLU),
-            layer_init(nn.Linear(64 * 7 * 7, 512)),
-            nn.ReLU(),
-            layer_init(nn.Linear(512, 512)),
-            nn.ReLU(),
-            layer_init(nn.Linear(512, out_features)),
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)

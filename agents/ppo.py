@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+import tyro
 from torch import Tensor, nn
 from torch.distributions import Categorical
 from tqdm import tqdm
@@ -42,7 +43,14 @@ from envs.registration import EnvSuite
 from explore import distributed
 from explore.bonus import BonusModule
 from explore.checkpoint import Checkpointer, resolve_resume, save_config
-from explore.combine import BonusContext, build_bonus, parse_bonus
+from explore.combine import (
+    BonusContext,
+    BonusSettings,
+    bonus_names,
+    build_bonus,
+    check_bonus,
+    check_bonus_reads,
+)
 from explore.credit import rollout_advantages
 from explore.device import resolve_device
 from explore.distributed import DistContext
@@ -52,17 +60,21 @@ from explore.obs import Obs, map_obs
 from explore.progress import progress_fields
 from explore.system import env_threads, set_torch_threads
 
+BONUS_HELP = (
+    f"intrinsic bonus expression: a name ({', '.join(bonus_names())}), a product of an episodic and a "
+    "global bonus (e3b*rnd, e3b*noveld), a sum with coefficients (count_e+0.5*rnd), or 'none'"
+)
+
 
 @dataclass
-class Config:
+class Config(BonusSettings):  # the bonus flags (--update-proportion, --state-key, ...) come from the bonuses
     """PPO with an intrinsic bonus (default: PPO + RND on Montezuma's Revenge, the RND paper's settings)."""
 
     # --- experiment ---
     env_id: str = "MontezumaRevenge-v5"
     """environment id (`explore list-envs` lists them; `Explore/` prefix optional)"""
-    bonus: str = "rnd"
-    """intrinsic bonus expression: a name (rnd, noveld, e3b, count, count_e, count_e1), a product of an
-    episodic and a global bonus (e3b*rnd, e3b*noveld), a sum with coefficients (count_e+0.5*rnd), or 'none'"""
+    bonus: Annotated[str, tyro.conf.arg(help=BONUS_HELP)] = "rnd"
+    """BONUS_HELP: an intrinsic bonus expression over the registered bonus names, or 'none'"""
     seed: int = 1
     """seed of torch, numpy and the environments (under torchrun, rank r seeds its envs from
     seed + r * num_envs and its sampling from seed + r)"""
@@ -130,27 +142,6 @@ class Config:
     """weight of the intrinsic advantage"""
     reward_clip: float = 1.0
     """clip extrinsic rewards to [-reward_clip, reward_clip] for learning (returns are logged unclipped)"""
-
-    # --- RND ---
-    update_proportion: float = 0.25
-    """fraction of each minibatch that trains the RND predictor"""
-    rnd_warmup_iterations: int = 50
-    """random-agent rollouts of num_steps steps that initialize the observation statistics"""
-
-    # --- novelty bonuses (counts, E3B, NovelD, products) ---
-    state_key: str = "obs"
-    """what the count bonuses count: obs (the whole observation), xy (MiniHack position), glyphs, message,
-    or any observation key"""
-    count_mode: Literal["sqrt", "first_visit"] = "sqrt"
-    """count_e rewards 1/sqrt(N_e(s)) or 1{N_e(s) = 1}"""
-    noveld_alpha: float | None = None
-    """NovelD's alpha (default 0.5 alone, 0.1 as the global factor of a product)"""
-    e3b_lambda: float = 0.1
-    """E3B ridge: C_0 = lambda * I"""
-    e3b_dim: int = 128
-    """E3B embedding size (the reference uses 1024; memory num_envs * dim^2)"""
-    reward_norm: Literal["reward", "return", "none"] = "reward"
-    """running-std normalization of products, NovelD and E3B (RND keeps its own return-based one)"""
 
     # --- policy ---
     use_lstm: bool = False
@@ -292,11 +283,8 @@ def validate(config: Config) -> None:
     for name in ("gamma", "int_gamma", "gae_lambda", "sticky_action_prob"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             fail(name, getattr(config, name), "it must lie in [0, 1]")
-    if not 0.0 < config.update_proportion <= 1.0:
-        fail("update_proportion", config.update_proportion, "it must lie in (0, 1]")
-    for name in ("rnd_warmup_iterations", "torch_threads"):
-        if getattr(config, name) < 0:
-            fail(name, getattr(config, name), "it must be >= 0")
+    if config.torch_threads < 0:
+        fail("torch_threads", config.torch_threads, "it must be >= 0")
     if config.use_lstm and config.num_envs % config.num_minibatches:
         fail(
             "num_minibatches",
@@ -305,20 +293,14 @@ def validate(config: Config) -> None:
         )
     if config.max_episode_steps is not None and config.max_episode_steps < 1:
         fail("max_episode_steps", config.max_episode_steps, "it must be >= 1")
-    if not config.e3b_lambda > 0:
-        fail("e3b_lambda", config.e3b_lambda, "the ridge of E3B's covariance must be > 0")
-    if config.e3b_dim < 1:
-        fail("e3b_dim", config.e3b_dim, "it must be an integer >= 1")
-    if config.noveld_alpha is not None and config.noveld_alpha < 0:
-        fail("noveld_alpha", config.noveld_alpha, "it must be >= 0")
-    if config.bonus != "none":
-        parse_bonus(config.bonus)  # ConfigError showing where the expression goes wrong
+    check_bonus(config.bonus, config)  # the bonus flags, and where the expression goes wrong
     if config.network not in NETWORKS:
         fail("network", config.network, f"valid networks: {', '.join(NETWORKS)}")
     if config.preset not in PRESETS:
         fail("preset", config.preset, f"valid presets: {', '.join(PRESETS)}")
     resolve_device(config.device)
-    env_registry.find_suite(config.env_id)  # unknown id (with close matches) or a missing extra
+    suite = env_registry.find_suite(config.env_id)  # unknown id (with close matches) or a missing extra
+    check_bonus_reads(config.bonus, config, suite.observation_kind, config.env_id)  # names bonus and env
     from explore.errors import check_seed, check_writable_dir
 
     # every env of every rank gets its own seed: seed .. seed + num_envs * WORLD_SIZE - 1
@@ -368,15 +350,8 @@ def make_bonus(config: Config, observation_space, action_space, device: torch.de
         action_space=action_space,
         device=device,
         gamma_int=config.int_gamma,
-        update_proportion=config.update_proportion,
-        state_key=config.state_key,
-        count_mode=config.count_mode,
-        noveld_alpha=config.noveld_alpha,
-        e3b_lambda=config.e3b_lambda,
-        e3b_dim=config.e3b_dim,
-        reward_norm=config.reward_norm,
     )
-    return build_bonus(config.bonus, context)
+    return build_bonus(config.bonus, context, config)  # the bonus flags are Config's own fields
 
 
 def ppo_update(
@@ -547,7 +522,7 @@ def score(bonus: BonusModule | None, rollout: RolloutBuffer, next_obs: Obs) -> T
         "valid": rollout.valid,
         "dones": rollout.terminated | rollout.truncated,
     }
-    return bonus.bonus(batch)
+    return bonus.score(batch)  # the boundary: NaN/inf observations enter no statistic
 
 
 def assign_credit(
@@ -618,7 +593,7 @@ def update_scalars(
             short = key.rsplit("/", 1)[-1]
             if short in EXPLORATION_METRICS:  # also under the exploration/ names DESIGN.md lists
                 logged[f"exploration/{EXPLORATION_METRICS[short]}"] = value
-        parts = bonus.parts() if hasattr(bonus, "parts") else {bonus.kind: logged["charts/intrinsic_reward"]}
+        parts = bonus.parts() or {bonus.kind: logged["charts/intrinsic_reward"]}  # one kind: all of it
         logged.update({f"charts/bonus_{kind}": value for kind, value in parts.items()})
     for metric in info_metrics:  # the suite's own exploration measures
         logged[f"exploration/{metric.name}"] = metric.value()
@@ -734,7 +709,7 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
         distributed.broadcast_module_(agent)  # rank 0's initial weights everywhere
         if bonus is not None:
             distributed.broadcast_module_(bonus)  # e.g. RND's random target
-        if bonus is not None and hasattr(bonus, "warmup") and config.rnd_warmup_iterations > 0:
+        if bonus is not None and config.rnd_warmup_iterations > 0:
             for g, envs in enumerate(groups):  # observation statistics from a random agent (of all ranks)
                 seed = config.seed + dist.rank * config.num_envs + g
                 bonus.warmup(envs, config.rnd_warmup_iterations * config.num_steps, device, seed=seed)

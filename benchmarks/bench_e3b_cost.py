@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import envs  # noqa: E402
 from benchmarks.timing import best_time  # noqa: E402
-from explore.combine import BonusContext, build_bonus  # noqa: E402
+from explore.combine import BonusContext, BonusSettings, build_bonus  # noqa: E402
 from explore.obs import obs_to_tensor  # noqa: E402
 
 
@@ -63,11 +63,9 @@ def main(bench: Bench) -> dict:
         observation_space=vec.single_observation_space,
         action_space=vec.single_action_space,
         device=device,
-        e3b_dim=bench.e3b_dim,
-        reward_norm="none",
     )
     vec.close()
-    e3b = build_bonus("e3b", context)
+    e3b = build_bonus("e3b", context, BonusSettings(e3b_dim=bench.e3b_dim, reward_norm="none"))
     next_obs = {k: torch.stack([f[k] for f in frames]) for k in frames[0]}
     batch = {
         "next_obs": next_obs,

@@ -83,6 +83,7 @@ def suite():
         list_ids=atari_ids,
         make_vec=AtariVecEnv,
         make_single=AtariEnv,
+        observation_kind="frames",
         config_kwargs=kwargs_from_fields(CONFIG_FIELDS),
         info_metrics=info_metrics,
     )

@@ -610,6 +610,7 @@ def suite():
         list_ids=bandit_ids,
         make_vec=BanditVecEnv,
         make_single=BanditEnv,
+        observation_kind="vector",
     )
 
 

@@ -255,6 +255,7 @@ def suite():
         make_vec=DeepSeaVecEnv,
         make_single=DeepSeaEnv,
         config_kwargs=lambda config: {"mapping_seed": config.seed},
+        observation_kind="vector",
     )
 
 

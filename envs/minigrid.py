@@ -149,5 +149,6 @@ def suite():
         list_ids=minigrid_ids,
         make_vec=MiniGridVecEnv,
         make_single=MiniGridEnv,
+        observation_kind="minigrid",
         config_kwargs=config_kwargs,
     )

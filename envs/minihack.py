@@ -984,5 +984,6 @@ def suite():
         list_ids=minihack_ids,
         make_vec=MiniHackVecEnv,
         make_single=MiniHackEnv,
+        observation_kind="minihack",
         config_kwargs=config_kwargs,
     )

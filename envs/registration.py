@@ -37,6 +37,9 @@ class EnvSuite:
     # the suite's exploration measures of an env id, read from step infos (envs.metrics), which a
     # trainer logs as exploration/<name>: (env_id, device) -> measures
     info_metrics: Callable[[str, Any], list[DistinctIds]] = lambda env_id, device: []
+    # what its observations are (`explore.obs.OBSERVATION_KINDS`), so that validation can tell, before
+    # any env starts, whether a bonus can read them; None: not checked
+    observation_kind: str | None = None
 
 
 def kwargs_from_fields(fields: dict[str, str]) -> Callable[[Any], dict[str, Any]]:

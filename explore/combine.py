@@ -1,30 +1,39 @@
-"""Combinations of bonuses, a registry of named bonuses, and a small expression grammar over them.
+"""Combinations of bonuses, the settings of every registered bonus, and a small expression grammar.
 
-    build_bonus("e3b*noveld", BonusContext(num_envs=32, observation_space=..., action_space=...))
+    build_bonus("e3b*noveld", BonusContext(num_envs=32, observation_space=..., action_space=...), settings)
+
+Registering a bonus (see explore/bonus.py): its file holds the module, its networks, its config
+dataclass and a builder decorated with `@register_bonus(name, ConfigClass, kind=...)`; the one line
+here adds ConfigClass to the bases of `BonusSettings`, which imports (so registers) the bonus and
+gives the trainer's Config its flags. That is 1 file plus 1 line; a bonus without hyperparameters
+still takes its line (an import) so that it is registered. (Before this layout a bonus took 3 files
+and 4 to 6 places: its module, a builder and a registration here, and each hyperparameter in
+BonusContext, in the trainer's Config and in make_bonus.) `settings` is any object holding the
+flags (the trainer's Config, a BonusSettings, or one bonus's config); missing fields take defaults.
 
 Grammar (whitespace is ignored):
 
     sum    := term ('+' term)*
     term   := [number '*'] factor ('*' factor)*
-    factor := name                     (a registered bonus: rnd, count, count_e, count_e1, noveld, e3b)
+    factor := name                     (a registered bonus: `bonus_names()`, e.g. rnd, count_e, e3b, archive)
 
 so `count_e+0.5*rnd` is SumBonus([(1, count_e), (0.5, rnd)]) and `e3b*rnd` is
 ProductBonus(e3b, rnd). No parentheses, no subtraction: coefficients are >= 0.
 
 Combination rules, and why:
 - A product r = prod_i b_i (Henaff et al. 2023: episodic x global) is divided by a running std
-  (`context.reward_norm`, default "reward": the std of the product itself, as the study
-  normalizes the intrinsic reward) since a product of differently scaled factors has no natural
-  scale. Its factors are built as plain factors: inside a product with an episodic factor,
-  `noveld` is the global novelty max(N(s') - alpha N(s), 0) without its own first-visit gate or
-  normalization, with alpha 0.1 unless `context.noveld_alpha` says otherwise, so `e3b*noveld` is
-  the study's E3B x NovelD and `e3b*rnd` its E3B x RND.
+  (`reward_norm`, default "reward": the std of the product itself, as the study normalizes the
+  intrinsic reward) since a product of differently scaled factors has no natural scale. Its
+  factors are built as plain factors: inside a product with an episodic factor, `noveld` is the
+  global novelty max(N(s') - alpha N(s), 0) without its own first-visit gate or normalization,
+  with alpha 0.1 unless `noveld_alpha` says otherwise, so `e3b*noveld` is the study's
+  E3B x NovelD and `e3b*rnd` its E3B x RND.
 - A sum r = sum_i c_i b_i is not normalized again: each term keeps its own scale (counts in
   (0, 1], RND and NovelD normalized by their own statistics), which is what gives the
   coefficients a meaning.
 - `rnd` and `noveld` take any observation: (C, 84, 84) frame stacks go to RND's CNNs, anything
-  else to `explore.noveld.ObsRND` (the `context.rnd_input` part, flattened, with MLP networks).
-  `e3b` gets a default encoder from `make_encoder` (Nature CNN for frames, an MLP otherwise).
+  else to `explore.rnd.ObsRND` (the `rnd_input` part, flattened, with MLP networks). `e3b` gets a
+  default encoder from `explore.networks.make_encoder` (Nature CNN for frames, an MLP otherwise).
 - Composites forward `reset`, `warmup`, sum their children's "loss" entries and prefix every other
   loss or metric entry with the child's name; `parts()` gives the mean episodic and global parts
   of the last rollout for `charts/bonus_episodic` and `charts/bonus_global`.
@@ -35,33 +44,41 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any
 
-import gymnasium as gym
 import torch
 from torch import Tensor, nn
 
-from explore.archive.bonus import ArchiveBonus
-from explore.bonus import Batch, BonusModule, masked_mean
-from explore.counts import EpisodicCount, GlobalCount
-from explore.errors import ConfigError, close_matches
-from explore.judge_reward import build_judge_reward
-from explore.noveld import (
-    NovelD,
-    RewardNorm,
-    RewardNormalizer,
-    make_normalizer,
-    make_rnd,
+from explore.archive.bonus import ArchiveConfig
+from explore.bonus import (  # noqa: F401 (the registry, re-exported from its home in explore.bonus)
+    REGISTRY,
+    Batch,
+    BonusContext,
+    BonusModule,
+    bonus_names,
+    build_named,
+    config_from,
+    masked_mean,
+    register_bonus,
+    unregister_bonus,
 )
+from explore.counts import CountConfig
+from explore.e3b import E3BConfig
+from explore.errors import ConfigError, close_matches
+from explore.judge_reward import build_judge_reward  # noqa: F401 (registers 'judge'; its flags are --bonus.*)
+from explore.normalize import RewardNormalizer, RewardNormConfig, make_normalizer
+from explore.noveld import NovelDConfig
+from explore.obs import OBSERVATION_KINDS
 
-Kind = Literal["episodic", "global", "combined"]
 
+@dataclass
+class BonusSettings(ArchiveConfig, E3BConfig, NovelDConfig, CountConfig):
+    """Every registered bonus's hyperparameters, flat (NovelDConfig holds RND's and reward_norm).
 
-def bonus_kind(module: nn.Module) -> str:
-    """The kind of a bonus: episodic, global or combined; modules that do not say are global (RND)."""
-    return getattr(module, "kind", "global")
+    One base per bonus file: listing a config here registers its bonus (by importing its file).
+    """
 
 
 def _labels(children: Sequence[nn.Module]) -> list[str]:
@@ -91,11 +108,10 @@ class _Composite(BonusModule):
         for child in self.bonuses:
             child.reset(done)
 
-    def warmup(self, *args, **kwargs) -> None:
-        """Forward an observation-statistics warm-up to the children that have one (RND, NovelD)."""
+    def warmup(self, *args: Any, **kwargs: Any) -> None:
+        """Forward the random-agent warm-up to every child (those without statistics ignore it)."""
         for child in self.bonuses:
-            if hasattr(child, "warmup"):
-                child.warmup(*args, **kwargs)
+            child.warmup(*args, **kwargs)
 
     def loss(self, minibatch: Batch) -> dict[str, Tensor]:
         """Sum of the children's "loss" entries; each child's entries also logged as "<child>/<entry>"."""
@@ -112,12 +128,12 @@ class _Composite(BonusModule):
             out["loss"] = total
         return out
 
-    def parts(self) -> dict[str, float]:
+    def part_means(self) -> dict[str, Tensor]:
         """Mean episodic and global parts of the last rollout's bonus (only the kinds present)."""
-        return {k: float(v) for k, v in self._parts.items()}
+        return dict(self._parts)
 
     def metrics(self) -> dict[str, float]:
-        out = {"intrinsic_reward_mean": float(self._last_bonus_mean)}
+        out = {**super().metrics(), "intrinsic_reward_mean": float(self._last_bonus_mean)}
         out.update({f"bonus_{k}": v for k, v in self.parts().items()})
         for label, child in zip(self.labels, self.bonuses, strict=True):
             out.update({f"{label}/{k}": v for k, v in child.metrics().items()})
@@ -144,7 +160,7 @@ class ProductBonus(_Composite):
         valid = batch["valid"]
         outputs = [child.bonus(batch) for child in self.bonuses]
         for kind in ("episodic", "global"):
-            chosen = [b for b, c in zip(outputs, self.bonuses, strict=True) if bonus_kind(c) == kind]
+            chosen = [b for b, c in zip(outputs, self.bonuses, strict=True) if c.kind == kind]
             if chosen:
                 self._parts[kind] = masked_mean(math.prod(chosen), valid)
         rewards = math.prod(outputs) * valid
@@ -184,99 +200,13 @@ class SumBonus(_Composite):
         for c, child in zip(self.coefficients, self.bonuses, strict=True):
             b = child.bonus(batch)
             rewards = rewards + c * b
-            kind = bonus_kind(child)
-            child_parts = child._parts if isinstance(child, _Composite) else {kind: masked_mean(b, valid)}
+            child_parts = child.part_means() or {child.kind: masked_mean(b, valid)}
             for k, v in child_parts.items():
                 parts[k] = parts.get(k, 0.0) + c * v
         rewards = rewards * valid
         self._parts = parts
         self._last_bonus_mean = masked_mean(rewards, valid)
         return rewards
-
-
-# --- context and registry ---------------------------------------------------------------------
-
-
-@dataclass
-class BonusContext:
-    """What a bonus builder may need: the env's shapes, the device and the bonus hyperparameters."""
-
-    num_envs: int
-    observation_space: gym.Space | None = None
-    action_space: gym.Space | None = None
-    device: torch.device | str = "cpu"
-    gamma_int: float = 0.99
-    """discount of the intrinsic stream (RND's and the "return" normalization's)"""
-    update_proportion: float = 0.25
-    """fraction of each minibatch that trains an RND predictor"""
-    state_key: str = "obs"
-    """state key of the count bonuses (obs, xy, glyphs, message or a dict key)"""
-    count_mode: Literal["sqrt", "first_visit"] = "sqrt"
-    """what `count_e` rewards: 1/sqrt(N_e) or 1{N_e = 1} (`count_e1` is always first visit)"""
-    noveld_alpha: float | None = None
-    """NovelD's alpha; None: 0.5 alone, 0.1 as the global factor of a product with an episodic factor"""
-    noveld_state_key: str | None = None
-    """state key of NovelD's first-visit count (None: `state_key`)"""
-    rnd_input: str = "obs"
-    """what RND sees of a non-frame observation (a state-key spec); frame stacks use the newest frame"""
-    e3b_lambda: float = 0.1
-    """E3B's ridge: C_0 = lambda I"""
-    e3b_dim: int = 128
-    """E3B's feature size d (the reference uses 1024; C^-1 costs num_envs * d^2 floats)"""
-    reward_norm: RewardNorm = "reward"
-    """normalization of NovelD's and every product's reward: 'reward', 'return' or 'none'"""
-    episodic_partner: bool = False
-    """set by build_bonus for the non-episodic factors of a product that has an episodic factor"""
-
-    def __post_init__(self) -> None:
-        if self.num_envs < 1:
-            raise ConfigError(f"num_envs {self.num_envs!r} is invalid: it must be >= 1")
-        make_normalizer(self.reward_norm, 1, self.gamma_int)  # validates the mode
-
-
-Builder = Callable[[BonusContext], BonusModule]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    builder: Builder
-    kind: str
-    self_normalized: bool = True  # False: alone, its raw scale is normalized like a product's
-
-
-_REGISTRY: dict[str, _Entry] = {}
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def register_bonus(
-    name: str, builder: Builder, kind: Kind = "global", replace: bool = False, self_normalized: bool = True
-) -> None:
-    """Make `name` usable in bonus expressions; `builder(context)` constructs the module.
-
-    `kind` ("episodic" or "global") tells products which factors are episodic before anything is
-    built. Registering a taken name raises unless `replace`.
-    """
-    if not _NAME.match(name):
-        raise ConfigError(
-            f"bonus name {name!r} is invalid: use letters, digits and '_', not starting with a digit"
-        )
-    if kind not in ("episodic", "global", "combined"):
-        raise ConfigError(f"bonus kind {kind!r} is invalid: use 'episodic', 'global' or 'combined'")
-    if name in _REGISTRY and not replace:
-        raise ConfigError(f"bonus {name!r} is already registered (pass replace=True to replace it)")
-    _REGISTRY[name] = _Entry(builder, kind, self_normalized)
-
-
-def unregister_bonus(name: str) -> None:
-    """Remove a registered bonus (for tests and plugins that register temporary names)."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"bonus {name!r} is not registered")
-    del _REGISTRY[name]
-
-
-def bonus_names() -> list[str]:
-    """The registered bonus names, sorted."""
-    return sorted(_REGISTRY)
 
 
 # --- the expression grammar -------------------------------------------------------------------
@@ -426,123 +356,73 @@ def parse_bonus(expr: str, names: Sequence[str] | None = None) -> tuple[Term, ..
     return _Parser(expr, bonus_names() if names is None else names).parse()
 
 
-# --- building -----------------------------------------------------------------------------------
+# --- validation and building ---------------------------------------------------------------------
 
 
-def _build_named(name: str, context: BonusContext) -> BonusModule:
-    entry = _REGISTRY[name]
-    module = entry.builder(context)
-    if not isinstance(module, BonusModule):
-        raise TypeError(f"the builder of bonus {name!r} returned {type(module).__name__}, not a BonusModule")
-    module.name = name  # the registered name labels its losses and metrics (count_e1, not count_e)
-    module.kind = entry.kind  # the registered kind planned the product; the module must agree (RND says none)
-    return module
+def check_bonus(expr: str, settings: Any = None) -> None:
+    """ConfigError, before anything is built, for a bad bonus flag of `settings` or a bad expression."""
+    config_from(BonusSettings, settings).validate_bonus_settings()
+    if expr != "none":
+        parse_bonus(expr)
 
 
-def _build_term(term: Term, context: BonusContext) -> BonusModule:
-    names = [f.name for f in term.factors]
-    if len(names) == 1:
-        module = _build_named(names[0], context)
-        normalizer = make_normalizer(context.reward_norm, context.num_envs, context.gamma_int)
-        if _REGISTRY[names[0]].self_normalized or normalizer is None:
-            return module
-        # a raw-scale bonus alone (E3B: |phi|^2 / lambda) gets the study's running-std normalization
-        return ProductBonus(module, normalizer=normalizer)
-    kinds = [_REGISTRY[n].kind for n in names]
-    has_episodic = "episodic" in kinds
-    factors = [
-        _build_named(n, dataclasses.replace(context, episodic_partner=has_episodic and k != "episodic"))
-        for n, k in zip(names, kinds, strict=True)
-    ]
-    return ProductBonus(
-        *factors, normalizer=make_normalizer(context.reward_norm, context.num_envs, context.gamma_int)
+def check_bonus_reads(expr: str, settings: Any, obs_kind: str | None, env_id: str = "this env") -> None:
+    """ConfigError naming the bonus and `env_id` when a bonus of `expr` cannot read observations of
+    kind `obs_kind` (the suite's, see `explore.obs.OBSERVATION_KINDS`; None: unknown, not checked)."""
+    if expr == "none" or obs_kind is None:
+        return
+    kind = OBSERVATION_KINDS[obs_kind]
+    for name in dict.fromkeys(f.name for term in parse_bonus(expr) for f in term.factors):
+        config_class = REGISTRY[name].config
+        problem = (
+            None if config_class is None else config_from(config_class, settings).observation_problem(kind)
+        )
+        if problem:
+            raise ConfigError(
+                f"--bonus {expr!r}: bonus {name!r} cannot read the observations of {env_id} "
+                f"({kind.description}): {problem}"
+            )
+
+
+def _normalizer(context: BonusContext, settings: Any) -> RewardNormalizer | None:
+    return make_normalizer(
+        config_from(RewardNormConfig, settings).reward_norm, context.num_envs, context.gamma_int
     )
 
 
-def build_bonus(expr: str, context: BonusContext) -> BonusModule:
-    """Parse `expr` and build its bonus on `context.device`.
+def _build_term(term: Term, context: BonusContext, settings: Any) -> BonusModule:
+    names = [f.name for f in term.factors]
+    if len(names) == 1:
+        module = build_named(names[0], context, settings)
+        normalizer = _normalizer(context, settings)
+        if REGISTRY[names[0]].self_normalized or normalizer is None:
+            return module
+        # a raw-scale bonus alone (E3B: |phi|^2 / lambda) gets the study's running-std normalization
+        return ProductBonus(module, normalizer=normalizer)
+    kinds = [REGISTRY[n].kind for n in names]
+    has_episodic = "episodic" in kinds
+    factors = [
+        build_named(
+            n, dataclasses.replace(context, episodic_partner=has_episodic and k != "episodic"), settings
+        )
+        for n, k in zip(names, kinds, strict=True)
+    ]
+    return ProductBonus(*factors, normalizer=_normalizer(context, settings))
 
-    One name gives that module itself; a product term gives a ProductBonus; several terms, or a
-    coefficient other than 1, give a SumBonus.
+
+def build_bonus(expr: str, context: BonusContext, settings: Any = None) -> BonusModule:
+    """Parse `expr` and build its bonus on `context.device`, with hyperparameters from `settings`.
+
+    `settings`: any object with the bonus flags as attributes (the trainer's Config, a
+    BonusSettings, one bonus's config); missing ones take their defaults. One name gives that
+    module itself; a product term gives a ProductBonus; several terms, or a coefficient other
+    than 1, give a SumBonus.
     """
+    check_bonus(expr, settings)
     terms = parse_bonus(expr)
-    modules = [_build_term(t, context) for t in terms]
+    modules = [_build_term(t, context, settings) for t in terms]
     if len(terms) == 1 and terms[0].coefficient == 1.0:
         module = modules[0]
     else:
         module = SumBonus([(t.coefficient, m) for t, m in zip(terms, modules, strict=True)])
     return module.to(context.device)
-
-
-# --- builders of the registered bonuses -----------------------------------------------------
-
-
-def _require_space(context: BonusContext, name: str) -> gym.Space:
-    if context.observation_space is None:
-        raise ConfigError(f"bonus {name!r} needs BonusContext.observation_space (its networks depend on it)")
-    return context.observation_space
-
-
-def _build_rnd(context: BonusContext) -> BonusModule:
-    space = _require_space(context, "rnd")
-    return make_rnd(context.num_envs, space, context.rnd_input, context.gamma_int, context.update_proportion)
-
-
-def _build_noveld(context: BonusContext) -> BonusModule:
-    space = _require_space(context, "noveld")
-    gated = not context.episodic_partner
-    alpha = context.noveld_alpha if context.noveld_alpha is not None else (0.5 if gated else 0.1)
-    rnd = make_rnd(context.num_envs, space, context.rnd_input, context.gamma_int, context.update_proportion)
-    return NovelD(
-        rnd,
-        context.num_envs,
-        alpha=alpha,
-        state_key=context.noveld_state_key or context.state_key,
-        episodic_gate=gated,
-        reward_norm=context.reward_norm if gated else "none",
-        gamma_int=context.gamma_int,
-        observation_space=space if gated else None,
-    )
-
-
-def _build_count(context: BonusContext) -> BonusModule:
-    return GlobalCount(context.state_key, context.observation_space)
-
-
-def _build_count_e(context: BonusContext) -> BonusModule:
-    return EpisodicCount(context.num_envs, context.state_key, context.count_mode, context.observation_space)
-
-
-def _build_count_e1(context: BonusContext) -> BonusModule:
-    return EpisodicCount(context.num_envs, context.state_key, "first_visit", context.observation_space)
-
-
-def _build_e3b(context: BonusContext) -> BonusModule:
-    try:
-        from explore.e3b import E3B  # lazily: written alongside this module
-    except ModuleNotFoundError as exc:
-        if exc.name != "explore.e3b":
-            raise
-        raise ConfigError("bonus 'e3b' needs explore/e3b.py, which this installation lacks") from exc
-    space = _require_space(context, "e3b")
-    if not isinstance(context.action_space, gym.spaces.Discrete):
-        raise ConfigError(
-            f"bonus 'e3b' needs a discrete action space in BonusContext (its inverse dynamics classify "
-            f"actions); got {context.action_space!r}"
-        )
-    from agents.grid_networks import make_encoder  # the policy's torso architecture, its own weights
-
-    encoder = make_encoder(space, context.e3b_dim)
-    return E3B(
-        context.num_envs, encoder, context.e3b_dim, int(context.action_space.n), ridge=context.e3b_lambda
-    )
-
-
-register_bonus("rnd", _build_rnd, "global")
-register_bonus("noveld", _build_noveld, "global")
-register_bonus("count", _build_count, "global")
-register_bonus("count_e", _build_count_e, "episodic")
-register_bonus("count_e1", _build_count_e1, "episodic")
-register_bonus("e3b", _build_e3b, "episodic", self_normalized=False)
-register_bonus("archive", ArchiveBonus.from_context, "global")  # Go-Explore cells: 1 on a first visit
-register_bonus("judge", build_judge_reward, "episodic")  # Motif / ELLM: explore/judge_reward.py

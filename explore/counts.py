@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal, Union
 
 import gymnasium as gym
@@ -37,8 +38,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from explore.bonus import Batch, BonusModule, masked_mean
+from explore.bonus import Batch, BonusConfig, BonusContext, BonusModule, masked_mean, register_bonus
 from explore.errors import ConfigError, close_matches
+from explore.obs import ObservationKind
 
 Obs = Union[Tensor, dict[str, Tensor]]  # noqa: UP007 (an alias, evaluated at runtime)
 
@@ -209,6 +211,18 @@ class StateKey:
         return _hash_parts([_as_hashable(p.reshape(math.prod(lead), -1)) for p in parts]).view(lead)
 
 
+def state_key_problem(spec: str, kind: ObservationKind) -> str | None:
+    """Why state key `spec` cannot select from observations of `kind`; None when it can, or when only
+    an env's own space can tell (MiniHack's entries are chosen per env: checked when the bonus is built)."""
+    if kind.dict_keys == ():
+        return None
+    try:
+        StateKey(spec)._check_keys(None if kind.dict_keys is None else list(kind.dict_keys))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def state_keys(obs: Obs, spec: str = "obs", batch_dims: int = 2) -> Tensor:
     """Convenience: `StateKey(spec)(obs, batch_dims)`."""
     return StateKey(spec)(obs, batch_dims)
@@ -345,6 +359,7 @@ class GlobalCount(BonusModule):
 
     def metrics(self) -> dict[str, float]:
         return {
+            **super().metrics(),
             "intrinsic_reward_mean": float(self._last_bonus_mean),
             "distinct_states": float(self.table_keys.shape[0]),
             "visits": float(self.table_counts.sum()),
@@ -482,6 +497,47 @@ class EpisodicCount(BonusModule):
 
     def metrics(self) -> dict[str, float]:
         return {
+            **super().metrics(),
             "intrinsic_reward_mean": float(self._last_bonus_mean),
             "episodic_states": float(self.carry_keys.shape[0]),
         }
+
+
+# --- configuration and registration ---------------------------------------------------------
+
+
+@dataclass
+class StateKeyConfig(BonusConfig):
+    state_key: str = "obs"
+    """what the count bonuses count: obs (the whole observation), xy (MiniHack position), glyphs, message,
+    or any observation key"""
+
+    def observation_problem(self, kind: ObservationKind) -> str | None:
+        problem = state_key_problem(self.state_key, kind)
+        return BonusConfig.observation_problem(self, kind) or (problem and f"--state-key: {problem}")
+
+
+@dataclass
+class CountConfig(StateKeyConfig):
+    count_mode: Literal["sqrt", "first_visit"] = "sqrt"
+    """count_e rewards 1/sqrt(N_e(s)) or 1{N_e(s) = 1} (count_e1 is always first visit)"""
+
+    def validate_bonus_settings(self) -> None:
+        super().validate_bonus_settings()
+        if self.count_mode not in ("sqrt", "first_visit"):
+            raise ConfigError(f"--count-mode {self.count_mode!r} is invalid: use 'sqrt' or 'first_visit'")
+
+
+@register_bonus("count", CountConfig)
+def build_count(context: BonusContext, config: CountConfig) -> GlobalCount:
+    return GlobalCount(config.state_key, context.observation_space)
+
+
+@register_bonus("count_e", CountConfig, kind="episodic")
+def build_count_e(context: BonusContext, config: CountConfig) -> EpisodicCount:
+    return EpisodicCount(context.num_envs, config.state_key, config.count_mode, context.observation_space)
+
+
+@register_bonus("count_e1", CountConfig, kind="episodic")
+def build_count_e1(context: BonusContext, config: CountConfig) -> EpisodicCount:
+    return EpisodicCount(context.num_envs, config.state_key, "first_visit", context.observation_space)

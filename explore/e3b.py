@@ -53,13 +53,18 @@ ends an episode inside the next rollout keeps its old memory until that episode 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import gymnasium as gym
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from explore.bonus import Batch, BonusModule
+from explore.bonus import Batch, BonusConfig, BonusContext, BonusModule, loss_minibatch, register_bonus
 from explore.checkpoint import PerEnvState
-from explore.obs import cat_obs
+from explore.errors import ConfigError
+from explore.networks import make_encoder
+from explore.obs import ObservationKind, cat_obs
 
 Obs = Tensor | dict[str, Tensor]
 
@@ -235,6 +240,7 @@ class E3B(BonusModule, PerEnvState):
         The dummy autoreset step is excluded: its action was ignored by the env, so it is not
         recoverable from (s_t, s_{t+1}). This loss is the only one that trains the encoder.
         """
+        minibatch = loss_minibatch(minibatch, self.name)
         actions = minibatch["actions"].long()
         mask = minibatch["valid"].float()
         logits = self.inverse_logits(minibatch["obs"], minibatch["next_obs"]).float()
@@ -262,10 +268,50 @@ class E3B(BonusModule, PerEnvState):
 
     def metrics(self) -> dict[str, float]:
         """Mean bonus of the last rollout; inverse-dynamics loss and accuracy since the last call."""
-        out = {"intrinsic_reward_mean": float(self._last_bonus_mean)}
+        out = {**super().metrics(), "intrinsic_reward_mean": float(self._last_bonus_mean)}
         if self._inverse_stats is not None:
             ce_sum, correct, count = self._inverse_stats.tolist()
             out["inverse_loss"] = ce_sum / max(count, 1.0)
             out["inverse_accuracy"] = correct / max(count, 1.0)
             self._inverse_stats = None
         return out
+
+
+# --- configuration and registration ---------------------------------------------------------
+
+
+@dataclass
+class E3BConfig(BonusConfig):
+    e3b_lambda: float = 0.1
+    """E3B ridge: C_0 = lambda * I"""
+    e3b_dim: int = 128
+    """E3B embedding size (the reference uses 1024; memory num_envs * dim^2)"""
+
+    def validate_bonus_settings(self) -> None:
+        super().validate_bonus_settings()
+        if not self.e3b_lambda > 0:
+            raise ConfigError(f"--e3b-lambda {self.e3b_lambda!r} is invalid: it must be > 0")
+        if self.e3b_dim < 1:
+            raise ConfigError(f"--e3b-dim {self.e3b_dim!r} is invalid: it must be >= 1")
+
+    def observation_problem(self, kind: ObservationKind) -> str | None:
+        if kind.name not in ("frames", "minigrid", "minihack", "vector"):
+            return (
+                BonusConfig.observation_problem(self, kind) or "E3B has no encoder for this observation kind"
+            )
+        return None
+
+
+# Raw scale |phi|^2 / lambda: alone, it gets the running-std normalization of a product
+@register_bonus("e3b", E3BConfig, kind="episodic", self_normalized=False)
+def build_e3b(context: BonusContext, config: E3BConfig) -> E3B:
+    space = context.require_space("e3b")
+    if not isinstance(context.action_space, gym.spaces.Discrete):
+        raise ConfigError(
+            f"bonus 'e3b' needs a discrete action space in BonusContext (its inverse dynamics classify "
+            f"actions); got {context.action_space!r}"
+        )
+    encoder = make_encoder(space, config.e3b_dim)  # the policy's torso architecture, its own weights
+    return E3B(
+        context.num_envs, encoder, config.e3b_dim, int(context.action_space.n), ridge=config.e3b_lambda
+    )

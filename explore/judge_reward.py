@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from explore.bonus import Batch, BonusModule, masked_mean
+from explore.bonus import Batch, BonusModule, masked_mean, register_bonus
 from explore.checkpoint import atomic_write_bytes
 from explore.counts import EpisodicCount
 from explore.errors import ConfigError
@@ -758,7 +758,7 @@ class JudgeRewardBonus(BonusModule):
         self.counts.reset(done)
 
     def metrics(self) -> dict[str, float]:
-        out = {k.removeprefix("judge/"): v for k, v in self.judge.metrics().items()}
+        out = {**super().metrics(), **{k.removeprefix("judge/"): v for k, v in self.judge.metrics().items()}}
         names = ("late", "fallback_cached", "fallback_zero", "skipped_waits", "wait_s", "wait_fraction")
         out.update({k: 0.0 for k in names})
         out.update({k: float(v) for k, v in self.counters.items()})
@@ -893,8 +893,11 @@ def make_reward_judge(
     return make_judge(config.judge, seed=config.seed)
 
 
-def build_judge_reward(context: Any) -> JudgeRewardBonus:
-    """Builder for explore.combine's registry (`--bonus judge`): config from the context, else EXPLORE_JUDGE_REWARD."""
+# Motif / ELLM. Its settings are not yet trainer flags (names such as `device` and `mode` would clash with
+# the trainer's): the builder takes no registered config and reads the context's, else EXPLORE_JUDGE_REWARD.
+@register_bonus("judge", kind="episodic")
+def build_judge_reward(context: Any, settings: Any = None) -> JudgeRewardBonus:
+    """Builder for the bonus registry (`--bonus judge`): config from the context, else EXPLORE_JUDGE_REWARD."""
     config = getattr(context, "judge_reward", None) or JudgeRewardConfig.from_env()
     config.validate()
     if context.observation_space is None:

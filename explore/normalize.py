@@ -12,10 +12,15 @@ Under torch.distributed (see explore/distributed.py):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
+from explore.bonus import BonusConfig
 from explore.checkpoint import PerEnvState
+from explore.errors import ConfigError
 
 
 class RunningMeanStd(nn.Module):
@@ -57,7 +62,9 @@ class RunningMeanStd(nn.Module):
         delta = batch_mean - self.mean
         self.mean += delta * batch_count / total
         m2 = self.var * self.count + batch_var * batch_count + delta**2 * self.count * batch_count / total
-        self.var.copy_(m2 / total)
+        # an empty batch (every row masked, e.g. skipped as non-finite) leaves var exactly as it was:
+        # var * count / count may round differently in the last bit
+        self.var.copy_(torch.where(batch_count > 0, m2 / total, self.var))
         # `count` is a scalar; with a per-element batch_count (all equal) keep one number
         self.count.copy_(total.reshape(-1)[0] if total.dim() else total)
 
@@ -110,3 +117,61 @@ class DiscountedReturnFilter(PerEnvState):
             out[t] = carry
         self.returns.copy_(carry)
         return out
+
+
+# --- intrinsic reward normalization -----------------------------------------------------------
+
+RewardNorm = Literal["reward", "return", "none"]
+REWARD_NORMS = ("reward", "return", "none")
+
+
+class RewardNormalizer(nn.Module):
+    """Divides a (T, N) intrinsic reward by a running std, without subtracting a mean.
+
+    mode "reward": the std of the rewards themselves (Henaff et al. 2023's intrinsic reward
+    normalization); mode "return": the std of their discounted return (gamma), per env along
+    time, as RND does. Statistics are buffers, saved by `state_dict()`. Invalid steps neither
+    enter the statistics nor get a reward.
+    """
+
+    def __init__(self, num_envs: int, mode: Literal["reward", "return"] = "reward", gamma: float = 0.99):
+        super().__init__()
+        if mode not in ("reward", "return"):
+            raise ConfigError(f"reward normalization {mode!r} is invalid: use 'reward' or 'return'")
+        self.mode = mode
+        self.rms = RunningMeanStd(())
+        self.return_filter = DiscountedReturnFilter(num_envs, gamma) if mode == "return" else None
+
+    @torch.no_grad()
+    def forward(self, rewards: Tensor, valid: Tensor) -> Tensor:
+        rewards = rewards * valid
+        stream = rewards if self.return_filter is None else self.return_filter(rewards, valid)
+        self.rms.update(stream, valid)
+        return rewards / self.rms.std.to(rewards.dtype)
+
+    @property
+    def std(self) -> Tensor:
+        return self.rms.std
+
+
+def make_normalizer(mode: RewardNorm, num_envs: int, gamma: float) -> RewardNormalizer | None:
+    """The normalizer for `mode`, None for "none"; ConfigError naming the valid modes otherwise."""
+    if mode not in REWARD_NORMS:
+        raise ConfigError(
+            f"reward normalization {mode!r} is invalid: use one of {', '.join(map(repr, REWARD_NORMS))}"
+        )
+    return None if mode == "none" else RewardNormalizer(num_envs, mode, gamma)
+
+
+@dataclass
+class RewardNormConfig(BonusConfig):
+    reward_norm: RewardNorm = "reward"
+    """running-std normalization of products, NovelD and E3B: 'reward', 'return' or 'none' (RND keeps its
+    own return-based one)"""
+
+    def validate_bonus_settings(self) -> None:
+        super().validate_bonus_settings()
+        if self.reward_norm not in REWARD_NORMS:
+            raise ConfigError(
+                f"--reward-norm {self.reward_norm!r} is invalid: use one of {', '.join(map(repr, REWARD_NORMS))}"
+            )

@@ -18,210 +18,31 @@ Decisions, and why:
   max(N(s') - alpha N(s), 0), the global factor of a product such as E3B x NovelD
   (b_E3B * max(rnd(s') - alpha rnd(s), 0), alpha = 0.1 in the study); the product normalizes.
 - `loss()` delegates to the wrapped RND's `loss()`: the predictor trains exactly as in RND.
-- RND's networks see 84x84 frames; `ObsRND` extends it to other observations (MiniHack and
-  MiniGrid dicts, flat vectors): a chosen part of the observation, flattened to a float vector,
+- RND's networks see 84x84 frames; `explore.rnd.ObsRND` extends it to other observations (MiniHack
+  and MiniGrid dicts, flat vectors): a chosen part of the observation, flattened to a float vector,
   normalized per feature by RND's running statistics, with MLP target and predictor.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
 
 import gymnasium as gym
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from agents.networks import layer_init
-from explore.bonus import Batch, BonusModule, masked_mean
-from explore.counts import EpisodicCount, Obs, StateKey
+from explore.bonus import Batch, BonusContext, BonusModule, masked_mean, register_bonus
+from explore.counts import EpisodicCount, StateKeyConfig, state_key_problem
 from explore.errors import ConfigError
-from explore.normalize import DiscountedReturnFilter, RunningMeanStd
-from explore.rnd import RND, last_frame
-
-RewardNorm = Literal["reward", "return", "none"]
-REWARD_NORMS = ("reward", "return", "none")
-
-
-class RewardNormalizer(nn.Module):
-    """Divides a (T, N) intrinsic reward by a running std, without subtracting a mean.
-
-    mode "reward": the std of the rewards themselves (Henaff et al. 2023's intrinsic reward
-    normalization); mode "return": the std of their discounted return (gamma), per env along
-    time, as RND does. Statistics are buffers, saved by `state_dict()`. Invalid steps neither
-    enter the statistics nor get a reward.
-    """
-
-    def __init__(self, num_envs: int, mode: Literal["reward", "return"] = "reward", gamma: float = 0.99):
-        super().__init__()
-        if mode not in ("reward", "return"):
-            raise ConfigError(f"reward normalization {mode!r} is invalid: use 'reward' or 'return'")
-        self.mode = mode
-        self.rms = RunningMeanStd(())
-        self.return_filter = DiscountedReturnFilter(num_envs, gamma) if mode == "return" else None
-
-    @torch.no_grad()
-    def forward(self, rewards: Tensor, valid: Tensor) -> Tensor:
-        rewards = rewards * valid
-        stream = rewards if self.return_filter is None else self.return_filter(rewards, valid)
-        self.rms.update(stream, valid)
-        return rewards / self.rms.std.to(rewards.dtype)
-
-    @property
-    def std(self) -> Tensor:
-        return self.rms.std
-
-
-def make_normalizer(mode: RewardNorm, num_envs: int, gamma: float) -> RewardNormalizer | None:
-    """The normalizer for `mode`, None for "none"; ConfigError naming the valid modes otherwise."""
-    if mode not in REWARD_NORMS:
-        raise ConfigError(
-            f"reward normalization {mode!r} is invalid: use one of {', '.join(map(repr, REWARD_NORMS))}"
-        )
-    return None if mode == "none" else RewardNormalizer(num_envs, mode, gamma)
-
-
-# --- RND on observations other than 84x84 frames -------------------------------------------
-
-
-def is_frame_shape(shape: tuple[int, ...]) -> bool:
-    """True for a (C, 84, 84) frame stack, the input RND's convolutional networks take."""
-    return len(shape) == 3 and tuple(shape[1:]) == (84, 84)
-
-
-def part_shapes(space: gym.Space, selector: StateKey) -> list[tuple[int, ...]]:
-    """The shapes (without batch dims) of the parts `selector` takes from observations of `space`."""
-    if not isinstance(space, gym.spaces.Dict):
-        return [tuple(space.shape)]
-    if selector.spec == "obs":
-        return [tuple(space[k].shape) for k in sorted(space.spaces)]
-    if selector.spec == "xy":
-        return [(2,)]
-    return [tuple(space[selector.spec].shape)]
-
-
-def _flat_target(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Flatten(),
-        layer_init(nn.Linear(in_features, hidden)),
-        nn.LeakyReLU(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.LeakyReLU(),
-        layer_init(nn.Linear(hidden, out_features)),
-    )
-
-
-def _flat_predictor(in_features: int, hidden: int, out_features: int) -> nn.Sequential:
-    """One hidden layer deeper than the target, as RND's predictor is."""
-    return nn.Sequential(
-        nn.Flatten(),
-        layer_init(nn.Linear(in_features, hidden)),
-        nn.LeakyReLU(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.ReLU(),
-        layer_init(nn.Linear(hidden, hidden)),
-        nn.ReLU(),
-        layer_init(nn.Linear(hidden, out_features)),
-    )
-
-
-class ObsRND(RND):
-    """RND on a part of an observation that is not an Atari frame stack.
-
-    `input_key` selects the part with the state-key specs of `explore.counts` ("obs": the whole
-    observation, "glyphs", "xy", any dict entry). If the part is one (C, 84, 84) entry, RND's
-    convolutional networks see its newest frame; otherwise the part is flattened to a float
-    vector of D features and presented to RND as a (1, 1, D) "frame", with MLP target and
-    predictor. Everything else (observation and reward normalization, the loss, warm-up) is
-    RND's own code: this class only converts observations before calling it.
-
-    Integer ids (e.g. glyphs) are used as numbers, normalized per position by RND's running
-    statistics: different ids give different inputs, which is what a novelty detector needs.
-    """
-
-    def __init__(
-        self,
-        num_envs: int,
-        observation_space: gym.Space,
-        input_key: str = "obs",
-        gamma_int: float = 0.99,
-        update_proportion: float = 0.25,
-        hidden: int = 256,
-        out_features: int = 128,
-    ):
-        selector = StateKey(input_key, observation_space)
-        shapes = part_shapes(observation_space, selector)
-        pixels = len(shapes) == 1 and is_frame_shape(shapes[0])
-        super().__init__(num_envs, (1, 84, 84), gamma_int, update_proportion)
-        self.pixels = pixels
-        self.selector = selector
-        self.input_features = sum(math.prod(s) for s in shapes)
-        if not self.pixels:
-            # RND's constructor built the convolutional pair; the vector input replaces them
-            self.target = _flat_target(self.input_features, hidden, out_features)
-            self.target.requires_grad_(False)
-            self.predictor = _flat_predictor(self.input_features, hidden, out_features)
-            self.obs_rms = RunningMeanStd((1, 1, self.input_features))
-
-    def inputs(self, obs: Obs, leading: int) -> Tensor:
-        """What the networks see of observations with `leading` batch dims: (*lead, 1, H, W) or (*lead, 1, 1, D)."""
-        parts = self.selector.parts(obs)
-        if self.pixels:
-            return last_frame(parts[0])
-        lead = parts[0].shape[:leading]
-        flat = torch.cat([p.reshape(*lead, -1).float() for p in parts], dim=-1)
-        return flat.view(*lead, 1, 1, self.input_features)
-
-    @torch.no_grad()
-    def bonus(self, batch: Batch, chunk_size: int = 8192) -> Tensor:
-        leading = batch["valid"].dim()
-        return super().bonus({**batch, "next_obs": self.inputs(batch["next_obs"], leading)}, chunk_size)
-
-    def loss(self, minibatch: Batch) -> dict[str, Tensor]:
-        return super().loss({**minibatch, "next_obs": self.inputs(minibatch["next_obs"], 1)})
-
-    @torch.no_grad()
-    def warmup(
-        self,
-        envs,
-        num_steps: int,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        to_frames: Callable[[np.ndarray], np.ndarray] | None = None,
-        chunk_steps: int = 128,
-    ) -> None:
-        """RND's warm-up, with numpy observations converted as `inputs` converts tensors."""
-
-        def convert(obs) -> np.ndarray:
-            tensors = (
-                {k: torch.as_tensor(np.asarray(v)) for k, v in obs.items()}
-                if isinstance(obs, dict)
-                else torch.as_tensor(np.asarray(obs))
-            )
-            return self.inputs(tensors, 1).numpy()
-
-        super().warmup(envs, num_steps, device, seed, to_frames or convert, chunk_steps)
-
-
-def rnd_inputs(rnd: RND, obs: Obs, leading: int) -> Tensor:
-    """What `rnd`'s networks see of `obs`: ObsRND's conversion, else the newest frame."""
-    return rnd.inputs(obs, leading) if isinstance(rnd, ObsRND) else last_frame(obs)
-
-
-def make_rnd(
-    num_envs: int,
-    observation_space: gym.Space,
-    input_key: str = "obs",
-    gamma_int: float = 0.99,
-    update_proportion: float = 0.25,
-) -> RND:
-    """RND for this observation space: the plain RND for (C, 84, 84) frames, else ObsRND."""
-    if isinstance(observation_space, gym.spaces.Box) and is_frame_shape(observation_space.shape):
-        return RND(num_envs, (1, 84, 84), gamma_int, update_proportion)
-    return ObsRND(num_envs, observation_space, input_key, gamma_int, update_proportion)
-
+from explore.normalize import (  # noqa: F401 (RewardNormalizer, make_normalizer: re-exported)
+    REWARD_NORMS,
+    RewardNorm,
+    RewardNormalizer,
+    RewardNormConfig,
+    make_normalizer,
+)
+from explore.obs import ObservationKind
+from explore.rnd import RND, ObsRND, RNDConfig, make_rnd  # noqa: F401 (ObsRND: re-exported)
 
 # --- NovelD -----------------------------------------------------------------------------------
 
@@ -285,8 +106,8 @@ class NovelD(BonusModule):
         """
         valid = batch["valid"]
         leading = valid.dim()
-        nxt = rnd_inputs(self.rnd, batch["next_obs"], leading)
-        cur = rnd_inputs(self.rnd, batch["obs"], leading)
+        nxt = self.rnd.inputs(batch["next_obs"], leading)
+        cur = self.rnd.inputs(batch["obs"], leading)
         if leading == 2 and nxt.shape[0] > 1 and torch.equal(cur[1:], nxt[:-1]):
             errors = self._errors(torch.cat([cur[:1], nxt]), leading, chunk_size)
             err_cur, err_next = errors[:-1], errors[1:]
@@ -325,10 +146,51 @@ class NovelD(BonusModule):
         self.rnd.warmup(*args, **kwargs)
 
     def metrics(self) -> dict[str, float]:
-        out = {k: float(v) for k, v in self._last.items()}
+        out = {**super().metrics(), **{k: float(v) for k, v in self._last.items()}}
         if self.episodic is None:
             del out["first_visit_fraction"]
         out["obs_mean"] = float(self.rnd.obs_rms.mean.mean())
         if self.normalizer is not None:
             out["reward_std"] = float(self.normalizer.std)
         return out
+
+
+# --- configuration and registration ---------------------------------------------------------
+
+
+@dataclass
+class NovelDConfig(StateKeyConfig, RewardNormConfig, RNDConfig):
+    noveld_alpha: float | None = None
+    """weight alpha of the current state's novelty in max(N(s') - alpha N(s), 0); None: 0.5 alone,
+    0.1 as the global factor of a product with an episodic factor"""
+    noveld_state_key: str | None = None
+    """state key of NovelD's episodic first-visit count (None: --state-key)"""
+
+    def validate_bonus_settings(self) -> None:
+        super().validate_bonus_settings()
+        if self.noveld_alpha is not None and not self.noveld_alpha >= 0:
+            raise ConfigError(f"--noveld-alpha {self.noveld_alpha!r} is invalid: it must be >= 0")
+
+    def observation_problem(self, kind: ObservationKind) -> str | None:
+        key = self.noveld_state_key or self.state_key
+        problem = state_key_problem(key, kind)
+        flag = "--noveld-state-key" if self.noveld_state_key else "--state-key"
+        return RNDConfig.observation_problem(self, kind) or (problem and f"{flag}: {problem}")
+
+
+@register_bonus("noveld", NovelDConfig)
+def build_noveld(context: BonusContext, config: NovelDConfig) -> NovelD:
+    space = context.require_space("noveld")
+    gated = not context.episodic_partner
+    alpha = config.noveld_alpha if config.noveld_alpha is not None else (0.5 if gated else 0.1)
+    rnd = make_rnd(context.num_envs, space, config.rnd_input, context.gamma_int, config.update_proportion)
+    return NovelD(
+        rnd,
+        context.num_envs,
+        alpha=alpha,
+        state_key=config.noveld_state_key or config.state_key,
+        episodic_gate=gated,
+        reward_norm=config.reward_norm if gated else "none",
+        gamma_int=context.gamma_int,
+        observation_space=space if gated else None,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Union
 
 import gymnasium as gym
@@ -45,3 +46,53 @@ def cat_obs(first: Obs, second: Obs) -> Obs:
     if isinstance(first, dict):
         return {key: torch.cat([first[key], second[key]]) for key in first}
     return torch.cat([first, second])
+
+
+# --- observation kinds ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObservationKind:
+    """A family of observations that suites declare (`EnvSuite.observation_kind`) and bonuses read.
+
+    `dict_keys` are the entries every observation of the kind has (None: a single tensor, or text);
+    empty for dicts whose entries each env configures (MiniHack's observation_keys).
+    """
+
+    name: str
+    description: str
+    dict_keys: tuple[str, ...] | None
+
+
+OBSERVATION_KINDS: dict[str, ObservationKind] = {
+    kind.name: kind
+    for kind in (
+        ObservationKind("frames", "(C, 84, 84) uint8 frame stacks (Atari)", None),
+        ObservationKind(
+            "minigrid",
+            "dicts of image, direction and mission (MiniGrid, BabyAI)",
+            ("image", "direction", "mission"),
+        ),
+        ObservationKind("minihack", "dicts of NetHack entries such as glyphs and blstats (MiniHack)", ()),
+        ObservationKind("vector", "flat float vectors (bandits)", None),
+        ObservationKind("text", "strings (text games)", None),
+    )
+}
+NLE_KEYS = ("glyphs", "glyphs_crop", "blstats")
+"""The entries that mark a dict observation as NetHack's (any one of them)."""
+
+
+def observation_kind(space: gym.Space) -> str | None:
+    """The kind of one env's observation space ('frames', 'minigrid', 'minihack', 'vector'), None if none fits."""
+    if isinstance(space, gym.spaces.Box):
+        shape = space.shape
+        if len(shape) == 3 and shape[1:] == (84, 84) and space.dtype == np.uint8:
+            return "frames"
+        if len(shape) == 1 and np.issubdtype(space.dtype, np.floating):
+            return "vector"
+    elif isinstance(space, gym.spaces.Dict):
+        if "image" in space.spaces:
+            return "minigrid"
+        if any(k in space.spaces for k in NLE_KEYS):
+            return "minihack"
+    return None

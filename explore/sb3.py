@@ -442,7 +442,7 @@ class BonusVecEnvWrapper(VecEnvWrapper):
     # --- reset and step ---
 
     def reset(self) -> VecEnvObs:
-        if self.warmup_steps > 0 and not self._warmed_up and hasattr(self.module, "warmup"):
+        if self.warmup_steps > 0 and not self._warmed_up:
             self.module.warmup(_ProtocolView(self.venv), self.warmup_steps, self.device, seed=self.seed_value)
         self._warmed_up = True
         obs = self.venv.reset()
@@ -482,7 +482,7 @@ class BonusVecEnvWrapper(VecEnvWrapper):
             "valid": torch.ones((1, self.num_envs), dtype=torch.bool, device=self.device),
             "dones": dones_t.unsqueeze(0),
         }
-        intrinsic = self.module.bonus(batch)[0].float().cpu().numpy()
+        intrinsic = self.module.score(batch)[0].float().cpu().numpy()
 
         t = self._t
         write_obs(self._window["obs"], t, self._last_obs)

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         bonus.to(device)
         trainable += [p for p in bonus.parameters() if p.requires_grad]
         bonus.reset(torch.ones(config.num_envs, dtype=torch.bool, device=device))
-        if hasattr(bonus, "warmup") and config.rnd_warmup_iterations > 0:  # RND's observation statistics
+        if config.rnd_warmup_iterations > 0:  # random-agent statistics (RND, NovelD; others ignore it)
             for g, group in enumerate(groups):
                 bonus.warmup(
                     group, config.rnd_warmup_iterations * config.num_steps, device, seed=config.seed + g

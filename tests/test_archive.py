@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from explore.archive import Archive, Downscale, DynamicDownscale, atari_cell, cell_levels, text_cell
-from explore.archive.cells import area_weights, minihack_cell, text_key
+from explore.archive.cells import area_weights, minigrid_cell, minihack_cell, text_key
 
 pytest.importorskip("ale_py")
 
@@ -320,3 +320,47 @@ def test_archive_bonus_first_visits():
     torch.testing.assert_close(fresh.bonus(newer), torch.tensor([[1.0, 1.0, 0.0]]), rtol=0, atol=0)
     invalid = {"next_obs": _frames([[200]]), "valid": torch.zeros(1, 1, dtype=torch.bool)}
     assert (fresh.bonus(invalid) == 0).all() and fresh.metrics()["cells"] == 6
+
+
+MINIGRID_SPACE = gym.spaces.Dict(
+    {
+        "image": gym.spaces.Box(0, 10, (7, 7, 3), np.uint8),
+        "direction": gym.spaces.Discrete(4),
+        "mission": gym.spaces.Box(0, 255, (96,), np.uint8),
+    }
+)
+
+
+def test_archive_bonus_on_minigrid_cells_are_the_view_and_the_facing():
+    from explore.combine import BonusContext, build_bonus
+
+    bonus = build_bonus("archive", BonusContext(num_envs=2, observation_space=MINIGRID_SPACE))
+    assert bonus.obs_kind == "minigrid"
+    view = torch.zeros(7, 7, 3, dtype=torch.uint8)
+    other = view.clone()
+    other[3, 3, 0] = 5  # a key in sight
+    images = torch.stack([torch.stack([view, view]), torch.stack([view, other]), torch.stack([other, view])])
+    direction = torch.tensor([[0, 1], [0, 1], [1, 0]])
+    mission = torch.zeros(3, 2, 96, dtype=torch.uint8)  # the same mission everywhere: not part of the cell
+    batch = {
+        "next_obs": {"image": images, "direction": direction, "mission": mission},
+        "valid": torch.ones(3, 2, dtype=torch.bool),
+        "dones": torch.zeros(3, 2, dtype=torch.bool),
+    }
+    # cells: (view, 0), (view, 1) | (view, 0) again, (other, 1) | (other, 1) again, (view, 0) again
+    expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    torch.testing.assert_close(bonus.score(batch), expected, rtol=0, atol=0)
+    assert bonus.metrics()["cells"] == 3
+    flat = {"image": images.flatten(0, 1).numpy(), "direction": direction.flatten().numpy()}
+    numpy_keys = minigrid_cell(flat)
+    assert np.array_equal(numpy_keys, minigrid_cell({k: torch.as_tensor(v) for k, v in flat.items()}).numpy())
+
+
+def test_archive_bonus_rejects_observations_without_a_cell_function():
+    from explore.combine import BonusContext, build_bonus
+    from explore.errors import ConfigError
+
+    vectors = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    expected = r"no cell function for vector observations; .*frames, minigrid, minihack"
+    with pytest.raises(ConfigError, match=expected):
+        build_bonus("archive", BonusContext(num_envs=2, observation_space=vectors))

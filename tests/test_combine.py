@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ from torch.testing import assert_close
 from explore.bonus import BonusModule
 from explore.combine import (
     BonusContext,
+    BonusSettings,
     Factor,
     ProductBonus,
     SumBonus,
@@ -225,8 +224,9 @@ MINIHACK = gym.spaces.Dict(
 ACTIONS = gym.spaces.Discrete(5)
 
 
-def context(space: gym.Space = FRAMES, **kwargs) -> BonusContext:
-    return BonusContext(num_envs=2, observation_space=space, action_space=ACTIONS, **kwargs)
+def context(space: gym.Space = FRAMES, **settings) -> tuple[BonusContext, BonusSettings]:
+    """The (context, settings) pair of build_bonus: two envs of `space`, bonus flags from `settings`."""
+    return BonusContext(num_envs=2, observation_space=space, action_space=ACTIONS), BonusSettings(**settings)
 
 
 def test_registered_names():
@@ -234,36 +234,36 @@ def test_registered_names():
 
 
 def test_a_single_name_builds_that_module():
-    rnd = build_bonus("rnd", context())
+    rnd = build_bonus("rnd", *context())
     assert type(rnd) is RND and rnd.name == "rnd"
-    count = build_bonus("count", context(MINIHACK, state_key="xy"))
+    count = build_bonus("count", *context(MINIHACK, state_key="xy"))
     assert isinstance(count, GlobalCount) and count.state_key.spec == "xy"
-    count_e = build_bonus("count_e", context(MINIHACK, count_mode="first_visit"))
+    count_e = build_bonus("count_e", *context(MINIHACK, count_mode="first_visit"))
     assert isinstance(count_e, EpisodicCount) and count_e.mode == "first_visit"
 
 
 def test_noveld_alone_has_its_gate_alpha_and_normalization():
-    noveld = build_bonus("noveld", context())
+    noveld = build_bonus("noveld", *context())
     assert isinstance(noveld, NovelD) and noveld.alpha == 0.5
     assert noveld.episodic is not None and noveld.episodic.mode == "first_visit"
     assert isinstance(noveld.normalizer, RewardNormalizer) and noveld.normalizer.mode == "reward"
 
 
 def test_e3b_times_noveld_is_the_studys_product():
-    product = build_bonus("e3b*noveld", context())
+    product = build_bonus("e3b*noveld", *context())
     assert isinstance(product, ProductBonus) and product.name == "e3b_x_noveld"
     e3b, noveld = product.bonuses
     assert type(e3b).__name__ == "E3B" and e3b.kind == "episodic"
     assert isinstance(noveld, NovelD) and noveld.alpha == 0.1
     assert noveld.episodic is None and noveld.normalizer is None  # the product gates and normalizes
     assert isinstance(product.normalizer, RewardNormalizer)
-    assert build_bonus("e3b*noveld", context(noveld_alpha=0.3)).bonuses[1].alpha == 0.3
+    assert build_bonus("e3b*noveld", *context(noveld_alpha=0.3)).bonuses[1].alpha == 0.3
 
 
 def test_e3b_times_rnd_and_counts():
-    product = build_bonus("e3b*rnd", context())
+    product = build_bonus("e3b*rnd", *context())
     assert [type(b).__name__ for b in product.bonuses] == ["E3B", "RND"]
-    counts = build_bonus("count_e1*count", context(MINIHACK))
+    counts = build_bonus("count_e1*count", *context(MINIHACK))
     assert isinstance(counts, ProductBonus)
     first, glob = counts.bonuses
     assert isinstance(first, EpisodicCount) and first.mode == "first_visit" and first.name == "count_e1"
@@ -271,21 +271,21 @@ def test_e3b_times_rnd_and_counts():
 
 
 def test_sums_build_with_their_coefficients():
-    total = build_bonus("count_e+0.5*rnd", context())
+    total = build_bonus("count_e+0.5*rnd", *context())
     assert isinstance(total, SumBonus) and total.coefficients == [1.0, 0.5]
     assert isinstance(total.bonuses[0], EpisodicCount) and total.bonuses[0].mode == "sqrt"
     assert type(total.bonuses[1]) is RND
-    other = build_bonus("0.5*count_e + count", context())
+    other = build_bonus("0.5*count_e + count", *context())
     assert other.coefficients == [0.5, 1.0] and isinstance(other.bonuses[1], GlobalCount)
 
 
 def test_a_lone_coefficient_builds_a_one_term_sum():
-    total = build_bonus("0.5*count", context(MINIHACK))
+    total = build_bonus("0.5*count", *context(MINIHACK))
     assert isinstance(total, SumBonus) and total.coefficients == [0.5]
 
 
 def test_rnd_on_a_dict_observation_is_obs_rnd():
-    rnd = build_bonus("rnd", context(MINIHACK, rnd_input="glyphs"))
+    rnd = build_bonus("rnd", *context(MINIHACK, rnd_input="glyphs"))
     assert isinstance(rnd, ObsRND) and rnd.input_features == 21 * 79
 
 
@@ -295,50 +295,49 @@ def test_building_errors_are_config_errors():
     with pytest.raises(ConfigError, match="needs BonusContext.observation_space"):
         build_bonus("rnd", BonusContext(num_envs=2))
     with pytest.raises(ConfigError, match="unknown state key 'glyps'"):
-        build_bonus("count", context(MINIHACK, state_key="glyps"))
+        build_bonus("count", *context(MINIHACK, state_key="glyps"))
     with pytest.raises(ConfigError, match="num_envs"):
         BonusContext(num_envs=0)
-    with pytest.raises(ConfigError, match="reward normalization 'std'"):
-        context(reward_norm="std")
-
-
-def test_e3b_is_imported_lazily(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(sys.modules, "explore.e3b", None)  # as if explore/e3b.py did not exist
-    assert names(parse_bonus("e3b*rnd")) == [(1.0, ["e3b", "rnd"])]
-    with pytest.raises(ConfigError, match="needs explore/e3b.py"):
-        build_bonus("e3b*rnd", context())
+    with pytest.raises(ConfigError, match="--reward-norm 'std' is invalid"):
+        build_bonus("noveld", *context(reward_norm="std"))
 
 
 @pytest.fixture
 def custom_bonus():
-    register_bonus("fixed_g", lambda ctx: global_(), "global")
-    register_bonus("fixed_e", lambda ctx: episodic(), "episodic")
+    register_bonus("fixed_g")(lambda ctx, config: global_())
+    register_bonus("fixed_e", kind="episodic")(lambda ctx, config: episodic())
     yield
     unregister_bonus("fixed_g")
     unregister_bonus("fixed_e")
 
 
 def test_registered_builders_are_used_by_expressions(custom_bonus):
-    product = build_bonus("fixed_e*fixed_g", context(reward_norm="none"))
+    product = build_bonus("fixed_e*fixed_g", *context(reward_norm="none"))
     assert product.labels == ["fixed_e", "fixed_g"] and product.normalizer is None
     assert_close(product.bonus(BATCH), episodic().values * global_().values * VALID)
-    total = build_bonus("fixed_g + 2*fixed_e*fixed_g", context(reward_norm="none"))
+    total = build_bonus("fixed_g + 2*fixed_e*fixed_g", *context(reward_norm="none"))
     expected = (global_().values + 2 * episodic().values * global_().values) * VALID
     assert_close(total.bonus(BATCH), expected)
 
 
 def test_registering_checks_the_name(custom_bonus):
     with pytest.raises(ConfigError, match="already registered"):
-        register_bonus("fixed_g", lambda ctx: global_())
+        register_bonus("fixed_g")
     with pytest.raises(ConfigError, match="bonus name '2x' is invalid"):
-        register_bonus("2x", lambda ctx: global_())
-    register_bonus("fixed_g", lambda ctx: episodic(), "episodic", replace=True)
-    assert build_bonus("fixed_g", context()).kind == "episodic"
+        register_bonus("2x")
+    register_bonus("fixed_g", kind="episodic", replace=True)(lambda ctx, config: episodic())
+    assert build_bonus("fixed_g", *context()).kind == "episodic"
+
+
+def test_the_registry_checks_the_kind_instead_of_overwriting_it(custom_bonus):
+    register_bonus("fixed_g", kind="episodic", replace=True)(lambda ctx, config: global_())
+    with pytest.raises(TypeError, match="registered as 'episodic' but its module FixedBonus says 'global'"):
+        build_bonus("fixed_g", *context())
 
 
 def test_e3b_times_noveld_end_to_end_on_minihack():
     torch.manual_seed(0)
-    bonus = build_bonus("e3b*noveld", context(MINIHACK, e3b_dim=8, noveld_state_key="xy"))
+    bonus = build_bonus("e3b*noveld", *context(MINIHACK, e3b_dim=8, noveld_state_key="xy"))
     g = torch.Generator().manual_seed(0)
     obs = {
         "glyphs": torch.randint(0, 5976, (5, 2, 21, 79), generator=g, dtype=torch.int16),
@@ -367,11 +366,11 @@ def test_e3b_times_noveld_end_to_end_on_minihack():
 
 def test_a_combined_bonus_saves_and_restores_its_global_table():
     space = gym.spaces.Dict({"cell": gym.spaces.Box(0, 9, (1,), np.int32)})
-    bonus = build_bonus("count_e1*count", context(space, reward_norm="none"))
+    bonus = build_bonus("count_e1*count", *context(space, reward_norm="none"))
     cells = torch.tensor([[1, 2], [1, 1], [3, 2]], dtype=torch.int32).unsqueeze(-1)
     batch = {"next_obs": {"cell": cells}, "valid": VALID, "dones": torch.zeros(3, 2, dtype=torch.bool)}
     bonus.bonus(batch)
-    restored = build_bonus("count_e1*count", context(space, reward_norm="none"))
+    restored = build_bonus("count_e1*count", *context(space, reward_norm="none"))
     restored.load_state_dict(bonus.state_dict())
     assert torch.equal(restored.bonuses[1].table_counts, bonus.bonuses[1].table_counts)
     # episodes restart on resume: the first-visit memory is not restored, the global counts are

@@ -90,6 +90,31 @@ def test_the_guard_catches_environment_creation(base, no_env_may_start):
             r"--total-timesteps 10 is invalid: it must be at least one batch \(64 steps\)",
         ),
         ({"gamma": 1.5}, r"--gamma 1\.5 is invalid: it must lie in \[0, 1\]"),
+        # the bonuses' own flags, declared and checked by each bonus's config
+        ({"update_proportion": 0.0}, r"--update-proportion 0\.0 is invalid: it must lie in \(0, 1\]"),
+        ({"rnd_warmup_iterations": -1}, r"--rnd-warmup-iterations -1 is invalid: it must be >= 0"),
+        ({"e3b_lambda": 0.0}, r"--e3b-lambda 0\.0 is invalid: it must be > 0"),
+        ({"noveld_alpha": -0.5}, r"--noveld-alpha -0\.5 is invalid: it must be >= 0"),
+        ({"reward_norm": "std"}, r"--reward-norm 'std' is invalid: use one of 'reward', 'return', 'none'"),
+        # a bonus that cannot read the suite's observations, naming the bonus and the env
+        (
+            {"bonus": "count", "state_key": "xy"},
+            r"--bonus 'count': bonus 'count' cannot read the observations of MontezumaRevenge-v5 "
+            r"\(\(C, 84, 84\) uint8 frame stacks \(Atari\)\): --state-key: state key 'xy' needs a dict",
+        ),
+        (
+            {"bonus": "0.5*rnd+noveld", "rnd_input": "glyphs"},
+            r"bonus 'rnd' cannot read the observations of MontezumaRevenge-v5 .*--rnd-input: state key 'glyphs'",
+        ),
+        (
+            {"bonus": "archive", "env_id": "Bandit-Bernoulli-K5-Easy-v0"},
+            r"bonus 'archive' cannot read the observations of Bandit-Bernoulli-K5-Easy-v0 \(flat float vectors "
+            r"\(bandits\)\): the archive bonus has no cell function for vector observations",
+        ),
+        (
+            {"bonus": "count_e*count", "env_id": "MiniGrid-DoorKey-5x5-v0", "state_key": "glyphs"},
+            r"bonus 'count_e' cannot read the observations of MiniGrid-DoorKey-5x5-v0 .*'glyphs'",
+        ),
         ({"device": "tpu"}, r"--device 'tpu' is invalid"),
     ],
 )
@@ -101,6 +126,38 @@ def test_bad_values_raise_config_error_before_any_env(base, no_env_may_start, tm
         ppo.train(bad)
     assert no_env_may_start == []
     assert not (tmp_path / "run").exists()  # not even the run directory was written
+
+
+def test_archive_and_state_keys_that_fit_the_suite_pass_validation(base):
+    ppo.validate(dataclasses.replace(base, bonus="archive", env_id="MiniGrid-DoorKey-5x5-v0"))
+    ppo.validate(
+        dataclasses.replace(base, bonus="count_e", env_id="MiniGrid-DoorKey-5x5-v0", state_key="image")
+    )
+    ppo.validate(dataclasses.replace(base, bonus="archive+count"))  # Atari frames
+
+
+def test_help_lists_every_registered_bonus_and_each_default_once(capsys, monkeypatch):
+    from explore.cli import parse_train_config
+    from explore.combine import bonus_names
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per flag
+    with pytest.raises(SystemExit):
+        parse_train_config(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+
+    def help_of(flag: str) -> str:
+        """The help text of `flag`: its line and the continuation lines up to the next flag."""
+        start = next(i for i, line in enumerate(lines) if line.lstrip("│ ").startswith(flag + " "))
+        end = next(
+            (i for i in range(start + 1, len(lines)) if lines[i].lstrip("│ ").startswith("-")), len(lines)
+        )
+        return " ".join(lines[start:end])
+
+    assert f"a name ({', '.join(bonus_names())})" in help_of("--bonus")
+    assert "archive" in help_of("--bonus")
+    assert help_of("--noveld-alpha").count("default") == 1, help_of("--noveld-alpha")
+    for flag in ("--rnd-input", "--noveld-state-key", "--update-proportion", "--e3b-dim", "--state-key"):
+        assert "(default: " in help_of(flag), flag
 
 
 def test_cuda_device_without_cuda(base, no_env_may_start, monkeypatch):

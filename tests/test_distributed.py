@@ -30,6 +30,7 @@ from explore.cli import parse_train_config
 from explore.combine import BonusContext, build_bonus
 from explore.counts import GlobalCount
 from explore.normalize import DiscountedReturnFilter, RunningMeanStd
+from explore.rnd import RNDConfig
 
 WORLD = 2
 N, T = 4, 8  # envs per rank, steps per rollout
@@ -74,7 +75,7 @@ def make_models(use_lstm: bool, num_envs: int):
     torch.manual_seed(0)  # the same initial weights in every process
     agent = make_policy(SPACE, ACTIONS, use_lstm=use_lstm)
     bonus = build_bonus(
-        "rnd", BonusContext(num_envs=num_envs, observation_space=SPACE, update_proportion=1.0)
+        "rnd", BonusContext(num_envs=num_envs, observation_space=SPACE), RNDConfig(update_proportion=1.0)
     )
     trainable = list(agent.parameters()) + [p for p in bonus.parameters() if p.requires_grad]
     return agent, bonus, torch.optim.Adam(trainable, lr=3e-3, eps=1e-5)

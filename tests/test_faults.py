@@ -396,6 +396,7 @@ TRAIN_BAD: dict[str, list[str]] = {
     "reward_clip": ["0", "nan"],
     "update_proportion": ["0", "1.5", "nan"],
     "rnd_warmup_iterations": ["-1"],
+    "rnd_input": ["glyphs"],  # the quick preset's Atari frames have no entries
     "noveld_alpha": ["-0.5", "nan"],
     "e3b_lambda": ["0", "-1", "nan"],
     "e3b_dim": ["0", "-3"],
@@ -407,6 +408,7 @@ TRAIN_ANYTHING_GOES = {
     "reward_norm": "a Literal",
     "network": "a Literal",
     "state_key": "any observation key of the env; checked against the env once it exists",
+    "noveld_state_key": "read by --bonus noveld only (then checked against the suite's observations)",
     "progress": "a boolean",
     "full_action_space": "a boolean",
     "anneal_lr": "a boolean",

@@ -20,14 +20,17 @@ from explore.rnd import RND
 class FrameMeanRND(nn.Module):
     """Test double for RND: the prediction error of a sample is the mean pixel of its frame, known in advance.
 
-    Has what NovelD reads of an RND (prediction_error, obs_rms) and no networks; counts the rows it
-    scores, so a test can tell how many RND passes NovelD made.
+    Has what NovelD reads of an RND (inputs, prediction_error, obs_rms) and no networks; counts the
+    rows it scores, so a test can tell how many RND passes NovelD made.
     """
 
     def __init__(self, num_envs: int = 2):
         super().__init__()
         self.obs_rms = RunningMeanStd((1, 84, 84))
         self.rows_scored = 0
+
+    def inputs(self, obs: torch.Tensor, leading: int) -> torch.Tensor:
+        return obs[..., -1:, :, :]  # the newest frame, as RND's networks see it
 
     def prediction_error(self, frames: torch.Tensor) -> torch.Tensor:
         self.rows_scored += frames.shape[0]

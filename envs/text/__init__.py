@@ -160,6 +160,7 @@ def suite():
         list_ids=text_ids,
         make_vec=_make_vec,
         make_single=make_text_env,
+        observation_kind="text",
         config_kwargs=config_kwargs,
     )
 

@@ -16,6 +16,7 @@ observation's values with fixed integer arithmetic, never with Python's salted `
   cells and spreads the frames most evenly; the runner re-keys its archive when it changes.
 - `minihack_cell(obs)`: (dungeon level, x, y) from NLE's blstats plus the key items held (from the
   "inv_glyphs" observation when it is requested: skeleton key, lock pick, credit card).
+- `minigrid_cell(obs)`: the egocentric view and facing direction of MiniGrid/BabyAI observations.
 - `text_cell(text) -> str`: the normalized observation text (for text games and IGE).
 - Custom: any callable that maps a batch of observations to keys (`make_cell_fn(callable)`).
 
@@ -261,6 +262,28 @@ def minihack_cell(obs: dict[str, Any], inventory: str = "keys"):
     return hash_rows(rows, _representation_salt(2, rows.shape[-1], mode))
 
 
+# --- MiniGrid -----------------------------------------------------------------------------------
+
+
+def minigrid_cell(obs: dict[str, Any]):
+    """int64 cell key of a batch of MiniGrid/BabyAI observations: the egocentric view and the facing.
+
+    obs: a dict with "image" (B, 7, 7, 3) object/colour/state ids and, when observed, "direction" (B,).
+    MiniGrid observations do not hold the agent's position, so the cell is what the agent sees,
+    which changes with position and with the world (a door opened, a key picked up).
+    """
+    image = obs["image"]
+    is_torch = isinstance(image, torch.Tensor)
+    rows = image.reshape(image.shape[0], -1)
+    rows = rows.to(torch.int64) if is_torch else rows.astype(np.int64)
+    direction = obs.get("direction")
+    if direction is not None:
+        facing = direction.reshape(-1, 1)
+        facing = facing.to(torch.int64) if is_torch else facing.astype(np.int64)
+        rows = torch.cat([rows, facing], -1) if is_torch else np.concatenate([rows, facing], -1)
+    return hash_rows(rows, _representation_salt(3, rows.shape[-1]))
+
+
 # --- text ---------------------------------------------------------------------------------------
 
 # Volatile parts of text-game observations: status counters that change every turn without the
@@ -291,9 +314,39 @@ def text_key(text: str) -> int:
     return int.from_bytes(digest, "little", signed=True)
 
 
-# --- by name ------------------------------------------------------------------------------------
+def text_keys(texts: Sequence[str]) -> torch.Tensor:
+    """`text_key` over a batch of strings, as an int64 tensor (B,)."""
+    return torch.tensor([text_key(t) for t in texts], dtype=torch.int64)
+
+
+# --- by name and by observation kind --------------------------------------------------------------
 
 CellFn = Callable[[Any], Any]
+
+CELLS_BY_KIND: dict[str, CellFn] = {}
+"""The archive's cell function for each observation kind (`explore.obs.OBSERVATION_KINDS`): a batch
+of observations with one flat leading dim -> (B,) int64 keys."""
+
+
+def register_cell(kind: str) -> Callable[[CellFn], CellFn]:
+    """Decorator: the cell function of observation kind `kind` (replaces an earlier one)."""
+
+    def register(fn: CellFn) -> CellFn:
+        CELLS_BY_KIND[kind] = fn
+        return fn
+
+    return register
+
+
+@register_cell("frames")
+def frame_cell(frames):
+    """Go-Explore's frame cell of (B, C, H, W) frame stacks (newest frame) or (B, H, W) frames."""
+    return atari_cell(frames, stacked=frames.ndim == 4)
+
+
+register_cell("minihack")(minihack_cell)
+register_cell("minigrid")(minigrid_cell)
+register_cell("text")(text_keys)
 
 
 def make_cell_fn(spec: str | CellFn, **kwargs: Any) -> CellFn:
