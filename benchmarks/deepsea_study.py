@@ -3,13 +3,15 @@
 The runs come from `explore bench` (benchmarks/deepsea_study.md has the exact commands); this script
 only reads its CSV and writes the study's table and log-log plot:
 
-    python benchmarks/deepsea_study.py --runs benchmarks/deepsea_study_runs.csv --out benchmarks/deepsea_study
+    python benchmarks/deepsea_study.py --runs benchmarks/deepsea_n10_runs.csv benchmarks/deepsea_n20_runs.csv \
+        benchmarks/deepsea_n30_runs.csv --out benchmarks/deepsea_study
 
 Outputs: <out>_table.md (per method and size: seeds solved, median and range of episodes to solve;
 the largest size every seed solved) and <out>.png (episodes to solve against size, log-log: one
 point per solved seed, the median where every seed solved, an open marker at the budget for each
 seed that did not). "Solved" is the bench's: the first update whose success rate reached its
---solve-threshold (0.5 in the study); episodes are counted at the end of that update.
+--solve-threshold (0.5 in the study); episodes are counted at the end of that update. "At the end"
+counts the seeds whose final success rate (the last fifth of training) is still >= 0.5.
 """
 
 from __future__ import annotations
@@ -25,26 +27,30 @@ import numpy as np
 import tyro
 
 SIZE = re.compile(r"DeepSea-N(\d+)-v0")
+SOLVE_THRESHOLD = 0.5  # the study's --solve-threshold: "at the end" applies it to the final success rate
 
 
 @dataclass
 class Args:
-    runs: Path = Path("benchmarks/deepsea_study_runs.csv")
-    """the `explore bench` CSV of the study"""
+    runs: tuple[Path, ...] = (Path("benchmarks/deepsea_n20_runs.csv"),)
+    """the `explore bench` CSVs of the study (one per size in the study)"""
     out: Path = Path("benchmarks/deepsea_study")
     """prefix of <out>_table.md and <out>.png"""
     methods: tuple[str, ...] = ()
     """methods to show, in this order (default: as they appear in the CSV)"""
 
 
-def load(path: Path) -> dict[str, dict[int, list[dict]]]:
-    """{method: {size: [rows]}} of the CSV's DeepSea runs."""
+def load(paths: tuple[Path, ...]) -> dict[str, dict[int, list[dict]]]:
+    """{method: {size: [rows]}} of the CSVs' DeepSea runs (the files that exist)."""
     table: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            match = SIZE.search(row["task"])
-            if match:
-                table[row["method"]][int(match.group(1))].append(row)
+    for path in paths:
+        if not path.is_file():
+            continue
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                match = SIZE.search(row["task"])
+                if match:
+                    table[row["method"]][int(match.group(1))].append(row)
     return table
 
 
@@ -84,8 +90,9 @@ def markdown(table: dict[str, dict[int, list[dict]]], methods: list[str]) -> str
             if solved.any():
                 done = episodes[solved]
                 cell += f": median {np.median(done):,.0f} [{done.min():,.0f}, {done.max():,.0f}]"
+            held = sum(float(r["final_success"]) >= SOLVE_THRESHOLD for r in rows)
             budget = max(int(r["episodes"]) for r in rows)
-            cells.append(cell + f" (of {budget:,})")
+            cells.append(cell + f" (of {budget:,}); {held}/{len(rows)} at the end")
         largest = largest_solved_everywhere(table[method])
         lines.append(f"| {method} | " + " | ".join(cells) + f" | {largest if largest else '-'} |")
     return "\n".join(lines) + "\n"
