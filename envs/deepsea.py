@@ -187,7 +187,7 @@ class DeepSeaVecEnv(VecEnv):
         full_actions = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
         ids_t = torch.as_tensor(ids, device=self.device)
         selected[ids_t] = True
-        full_actions[ids_t] = torch.as_tensor(actions, device=self.device).long()
+        full_actions[ids_t] = torch.as_tensor(actions, device=self.device)
         restart = selected & self._needs_reset
         reward, terminated, success = self.sea.step(full_actions, selected & ~self._needs_reset)
         self.sea.restart(restart)

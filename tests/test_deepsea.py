@@ -10,6 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import envs
+from envs.core import InvalidActionError
 from envs.deepsea import SIZES, DeepSeaEnv, DeepSeaVecEnv, deepsea_ids, suite
 from explore.errors import UnknownEnvError
 
@@ -101,11 +102,11 @@ def test_episode_is_n_steps_then_a_dummy_step():
     assert (obs[:, 0] == 1).all() and obs.sum() == 3  # back on the start cell
 
 
-@pytest.mark.parametrize("bad", [np.array([0, 2]), np.array([-1, 0]), np.array([0.5, 1.0])])
+@pytest.mark.parametrize("bad", [np.array([0, 2]), np.array([-1, 0]), np.array([0.5, 1.0]), np.array([0])])
 def test_bad_actions_name_the_valid_range(bad):
     vec = DeepSeaVecEnv("DeepSea-N5-v0", num_envs=2)
     vec.reset()
-    with pytest.raises(ValueError, match=r"integers in \[0, 2\)"):
+    with pytest.raises(InvalidActionError, match=r"\[0, 2\)|shape \(2,\)"):
         vec.step(bad)
 
 
