@@ -10,3 +10,6 @@ other 30 "${M[@]:0:2}"
 other 10 "${M[@]:0:2}"
 n20 "${M[@]}"
 other 10 "${M[@]}"
+# N=30 again at bsuite's own budget, 10,000 episodes (the 4,730-episode budget above found nothing)
+nice -n 10 python -m explore bench --tasks DeepSea-N30-v0 --preset deepsea --seeds 1 2 3 4 5 --budget-episodes 10000 --jobs 1 \
+  --root runs/bench/deepsea_study_10k --out benchmarks/deepsea_n30_10k --methods "${M[@]:1:1}" "${M[@]:0:1}"
