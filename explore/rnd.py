@@ -136,14 +136,24 @@ class RND(BonusModule):
         return rewards
 
     def loss(self, minibatch: Batch) -> dict[str, Tensor]:
+        """Mean prediction error over a random `update_proportion` of the minibatch's valid samples.
+
+        Target and predictor run on the selected samples only (a quarter of the work at the
+        reference's 0.25); the selection is one `torch.rand` over the whole minibatch, drawn
+        before any network runs, so the random stream is the same whatever the subset's size.
+        """
         minibatch = loss_minibatch(minibatch, self.name)
         frames = self.inputs(minibatch["next_obs"], 1)
-        errors = self.prediction_error(frames)
-        selected = (torch.rand(errors.shape, device=errors.device) < self.update_proportion) & minibatch[
-            "valid"
-        ]
-        selected_f = selected.to(errors.dtype)
-        loss = (errors * selected_f).sum() / selected_f.sum().clamp(min=1.0)
+        valid = minibatch["valid"]
+        selected = (torch.rand(valid.shape, device=frames.device) < self.update_proportion) & valid
+        if self.update_proportion >= 1.0:  # every valid sample trains: a masked mean, no gather
+            errors = self.prediction_error(frames)
+            selected_f = selected.to(errors.dtype)
+            loss = (errors * selected_f).sum() / selected_f.sum().clamp(min=1.0)
+        else:  # an empty selection gives a 0 loss that still has a graph (0 rows, clamped count)
+            errors = self.prediction_error(frames[selected])
+            selected_f = selected.to(errors.dtype)
+            loss = errors.sum() / selected_f.sum().clamp(min=1.0)
         return {"loss": loss, "update_fraction": selected_f.mean()}
 
     def metrics(self) -> dict[str, float]:

@@ -372,3 +372,63 @@ def test_warmup_on_envpool_pong():
     assert_close(rnd.obs_rms.mean, torch.from_numpy(expected_mean))
     # merged chunk by chunk (3 + 3 + 2 steps) from float32 batch statistics
     assert_close(rnd.obs_rms.var, torch.from_numpy(expected_var), rtol=1e-6, atol=1e-6)
+
+
+# --- the loss runs the networks on the selected samples only -----------------------------------
+
+
+def reference_full_batch_loss(rnd: RND, minibatch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss as it was computed before: both networks on EVERY sample, then a masked mean."""
+    errors = rnd.prediction_error(last_frame(minibatch["next_obs"]))
+    selected = (torch.rand(errors.shape) < rnd.update_proportion) & minibatch["valid"]
+    selected_f = selected.float()
+    return (errors * selected_f).sum() / selected_f.sum().clamp(min=1.0)
+
+
+def loss_and_predictor_grads(rnd: RND, compute) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """(loss, predictor gradients, the next number of the global random stream) of `compute()`."""
+    rnd.predictor.zero_grad(set_to_none=True)
+    torch.manual_seed(2024)
+    loss = compute()
+    after = torch.rand(1)  # the stream after the loss: the selection must draw exactly as before
+    loss.backward()
+    return loss.detach(), [p.grad.clone() for p in rnd.predictor.parameters()], after
+
+
+def test_loss_on_the_selected_samples_equals_the_full_batch_loss_on_real_frames():
+    envs = pytest.importorskip("envs")
+    pytest.importorskip("envpool")
+    env = envs.make("MontezumaRevenge-v5", num_envs=4, seed=0)
+    try:
+        rng = np.random.default_rng(0)
+        env.reset()
+        steps = [env.step(rng.integers(18, size=4))[0] for _ in range(64)]
+    finally:
+        env.close()
+    next_obs = torch.from_numpy(np.concatenate(steps))  # 256 real frame stacks, a minibatch's size
+    assert next_obs.shape == (256, 4, 84, 84) and next_obs.dtype == torch.uint8
+    rnd = make_rnd(num_envs=4)
+    rnd.obs_rms.update(last_frame(next_obs))  # a normalization as after warm-up, not the identity
+    valid = torch.ones(256, dtype=torch.bool)
+    valid[::7] = False
+    minibatch = {"next_obs": next_obs, "valid": valid}
+
+    loss, grads, after = loss_and_predictor_grads(rnd, lambda: rnd.loss(minibatch)["loss"])
+    ref_loss, ref_grads, ref_after = loss_and_predictor_grads(
+        rnd, lambda: reference_full_batch_loss(rnd, minibatch)
+    )
+    assert loss.item() > 0.0
+    assert torch.equal(after, ref_after)
+    assert_close(loss, ref_loss, rtol=1e-6, atol=0.0)
+    for grad, ref in zip(grads, ref_grads, strict=True):
+        assert_close(grad, ref, rtol=1e-5, atol=1e-7 * ref.abs().max().item())
+
+
+def test_an_empty_selection_gives_a_zero_loss_with_a_graph():
+    rnd = make_rnd(update_proportion=0.25)
+    B = 8
+    out = rnd.loss({"next_obs": random_obs(B, seed=12), "valid": torch.zeros(B, dtype=torch.bool)})
+    assert out["loss"].item() == 0.0 and out["update_fraction"].item() == 0.0
+    assert out["loss"].requires_grad
+    out["loss"].backward()
+    assert all(p.grad is not None and not p.grad.any() for p in rnd.predictor.parameters())
