@@ -354,6 +354,19 @@ def make_bonus(config: Config, observation_space, action_space, device: torch.de
     return build_bonus(config.bonus, context, config)  # the bonus flags are Config's own fields
 
 
+def make_optimizer(
+    params: list[nn.Parameter], learning_rate: float, device: torch.device
+) -> torch.optim.Adam:
+    """The trainer's Adam (eps 1e-5, as the reference); on the CPU the fused kernel.
+
+    Fused Adam is the same update up to rounding (last-bit differences), and on a 2-core CPU its
+    step is about 4x faster than the default per-tensor loop (18.6 -> 4.3 ms for the Atari agent
+    plus RND's predictor, 3.6M parameters). Elsewhere torch's default is kept (foreach on CUDA).
+    """
+    fused = True if device.type == "cpu" else None
+    return torch.optim.Adam(params, lr=learning_rate, eps=1e-5, fused=fused)
+
+
 def ppo_update(
     agent: nn.Module,
     bonus: BonusModule | None,
@@ -697,7 +710,7 @@ def _train(config: Config, dist: DistContext) -> dict[str, float]:
         trainable += [p for p in bonus.parameters() if p.requires_grad]
         if dist.active:
             distributed.mark_for_sync(bonus)  # running statistics and count tables merge across ranks
-    optimizer = torch.optim.Adam(trainable, lr=config.learning_rate, eps=1e-5)
+    optimizer = make_optimizer(trainable, config.learning_rate, device)
     info_metrics = suite.info_metrics(config.env_id, device)  # e.g. Montezuma's rooms
 
     global_step, start_update = 0, 0
