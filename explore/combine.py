@@ -81,6 +81,13 @@ class BonusSettings(JudgeRewardConfig, ArchiveConfig, E3BConfig, NovelDConfig, C
     """
 
 
+@dataclass
+class TextBonusSettings(JudgeRewardConfig, CountConfig):
+    """The flags of the bonuses that read text observations (the text trainer's): the counts of the hashed
+    observation strings (count, count_e, count_e1) and the judge. The others (rnd, noveld, e3b, archive)
+    have networks or cells for tensors; `check_bonus_reads` refuses them for text games, naming them."""
+
+
 def _labels(children: Sequence[nn.Module]) -> list[str]:
     """Children's names, made unique with a suffix where a name repeats (`rnd+rnd`)."""
     names = [getattr(c, "name", "bonus") for c in children]

@@ -45,7 +45,6 @@ holds the model, its statistics, the preferences and the captions, so a resumed 
 from __future__ import annotations
 
 import atexit
-import hashlib
 import importlib
 import json
 import logging
@@ -61,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,7 +79,7 @@ from explore.checkpoint import atomic_write_bytes
 from explore.counts import EpisodicCount
 from explore.errors import ConfigError, check_writable_dir
 from explore.judge import Judge, make_judge
-from explore.obs import ObservationKind
+from explore.obs import ObservationKind, text_key
 
 log = logging.getLogger(__name__)
 
@@ -357,9 +357,7 @@ def load_reward_model(
     return FittedRewardModel(model, state["mean"], state["std"], state["threshold"]), preferences
 
 
-def caption_key(caption: str) -> int:
-    """A stable non-negative int64 key of a caption."""
-    return int.from_bytes(hashlib.blake2b(caption.encode(), digest_size=8).digest(), "little") >> 1
+caption_key = text_key  # a caption's stable int64 key (the episodic count's state key)
 
 
 def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: float | None = None) -> Tensor:
@@ -637,6 +635,10 @@ class JudgeRewardBonus(BonusModule):
         """Transition captions (and, for ellm, the captions of the states before), one per (t, n), time-major."""
         valid = batch["valid"]
         lead = valid.dim()
+        if "next_obs_text" in batch:  # a text game: the observations are their own captions
+            return list(batch["next_obs_text"]), (
+                list(batch["obs_text"]) if self.config.judge_mode == "ellm" else None
+            )
 
         def host(obs: Any) -> Any:
             if isinstance(obs, dict):
@@ -878,6 +880,11 @@ def find_captioner(observation_space: Any) -> Callable[..., list[str]]:
     )
 
 
+def _text_in_batch(*observations: Any) -> list[str]:
+    """The captioner of text games, never called: their batches carry the texts (see explore.bonus)."""
+    raise ValueError("a text game's bonus batch must carry obs_text and next_obs_text (explore.bonus)")
+
+
 def resolve_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
@@ -936,7 +943,11 @@ def build_judge_reward(context: BonusContext, config: JudgeRewardConfig) -> Judg
     config.validate_bonus_settings()
     if context.observation_space is None:
         raise ConfigError("bonus 'judge' needs BonusContext.observation_space (its captions depend on it)")
-    captioner = find_captioner(context.observation_space)
+    captioner = (
+        _text_in_batch
+        if isinstance(context.observation_space, gym.spaces.Text)
+        else find_captioner(context.observation_space)
+    )
     device = resolve_device(config.judge_device)
     embed = CaptionEmbedder(
         model_path=config.judge_embedding_model_path, device=device, batch_size=config.judge_batch_size
