@@ -9,6 +9,11 @@ A rollout batch is a dict of tensors with leading dims (T, N):
   "dones"     (T, N) bool, terminated | truncated
 A minibatch has the same keys with one flat leading dim.
 
+Text games (the text trainer; observation kind "text"): "obs"/"next_obs" are (T, N, 1) int64 keys of
+the observation strings (`explore.obs.text_keys`), so that bonuses hashing observations count
+distinct strings, and the batch also holds the strings, "obs_text"/"next_obs_text": lists of T * N
+str, time-major; it has no "actions" (a command is text). Only bonuses whose config's `observation_problem` accepts kind "text" get them.
+
 The trainer owns optimizers, gradient clipping and mixed precision; a bonus only says what its
 loss is. Statistics are buffers, so `state_dict()` saves and restores them.
 

@@ -19,7 +19,7 @@ commands:
   text        train a language-model agent on a text game with token-level credit (POAD, ...)
   bench       tasks x bonuses x seeds of `train` in parallel, resumable; IQM table and curves
   judge-reward fit   captions from a random policy, judge preferences, a Bradley-Terry reward model
-              (`--bonus judge` of `explore train` loads it: EXPLORE_JUDGE_REWARD="--reward-model DIR")
+              (`--bonus judge` of `explore train` loads it: --judge-reward-model DIR)
 
 examples:
   explore train --preset quick                      # PPO+RND on a CPU: about 3 min on 2 idle cores

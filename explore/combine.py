@@ -67,18 +67,25 @@ from explore.bonus import (  # noqa: F401 (the registry, re-exported from its ho
 from explore.counts import CountConfig
 from explore.e3b import E3BConfig
 from explore.errors import ConfigError, close_matches
-from explore.judge_reward import build_judge_reward  # noqa: F401 (registers 'judge'; its flags are --bonus.*)
+from explore.judge_reward import JudgeRewardConfig
 from explore.normalize import RewardNormalizer, RewardNormConfig, make_normalizer
 from explore.noveld import NovelDConfig
 from explore.obs import OBSERVATION_KINDS
 
 
 @dataclass
-class BonusSettings(ArchiveConfig, E3BConfig, NovelDConfig, CountConfig):
+class BonusSettings(JudgeRewardConfig, ArchiveConfig, E3BConfig, NovelDConfig, CountConfig):
     """Every registered bonus's hyperparameters, flat (NovelDConfig holds RND's and reward_norm).
 
     One base per bonus file: listing a config here registers its bonus (by importing its file).
     """
+
+
+@dataclass
+class TextBonusSettings(JudgeRewardConfig, CountConfig):
+    """The flags of the bonuses that read text observations (the text trainer's): the counts of the hashed
+    observation strings (count, count_e, count_e1) and the judge. The others (rnd, noveld, e3b, archive)
+    have networks or cells for tensors; `check_bonus_reads` refuses them for text games, naming them."""
 
 
 def _labels(children: Sequence[nn.Module]) -> list[str]:

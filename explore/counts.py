@@ -513,6 +513,8 @@ class StateKeyConfig(BonusConfig):
     or any observation key"""
 
     def observation_problem(self, kind: ObservationKind) -> str | None:
+        if kind.name == "text":  # text games give int64 keys of their strings (explore.obs.text_keys)
+            return None if self.state_key == "obs" else "--state-key: text is counted whole: use 'obs'"
         problem = state_key_problem(self.state_key, kind)
         return BonusConfig.observation_problem(self, kind) or (problem and f"--state-key: {problem}")
 

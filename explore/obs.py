@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -95,4 +96,25 @@ def observation_kind(space: gym.Space) -> str | None:
             return "minigrid"
         if any(k in space.spaces for k in NLE_KEYS):
             return "minihack"
+    elif isinstance(space, gym.spaces.Text):
+        return "text"
     return None
+
+
+# --- text observations ------------------------------------------------------------------------------
+
+
+def text_key(text: str) -> int:
+    """A stable non-negative int64 key of a string (blake2b: unlike hash(), the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+
+
+def text_keys(texts: Sequence[str], device: torch.device | str = "cpu") -> Tensor:
+    """(len(texts), 1) int64 keys of text observations: how strings enter a bonus batch as tensors.
+
+    A text game's bonus batch holds these as "obs"/"next_obs" (T, N, 1), so a bonus that hashes
+    observations (the counts) counts each distinct string, and the strings themselves as
+    "obs_text"/"next_obs_text" (see explore.bonus).
+    """
+    distinct = {text: text_key(text) for text in dict.fromkeys(texts)}
+    return torch.tensor([distinct[text] for text in texts], dtype=torch.int64, device=device).view(-1, 1)

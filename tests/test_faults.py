@@ -367,6 +367,31 @@ def test_every_registered_bandit_spec_is_valid_and_an_agent_refuses_zero_arms():
 FILE_IN_PATH = "<tmp>/a_file/run"  # a run directory below a regular file: cannot be created
 MISSING_DIR = "<tmp>/no_such_run"
 
+# the judge bonus's flags, of `explore train` and `explore text`
+JUDGE_BAD: dict[str, list[str]] = {
+    "judge_timeout": ["0", "-1", "nan"],
+    "judge_device": ["tpu"],
+    "judge_beta": ["-1", "nan", "inf"],
+    "judge_threshold_quantile": ["-0.1", "1.5", "nan"],
+    "judge_pairs_per_rollout": ["0"],
+    "judge_min_pairs": ["0"],
+    "judge_refit_every": ["0"],
+    "judge_hidden": ["-1"],
+    "judge_fit_steps": ["0"],
+    "judge_learning_rate": ["0", "nan"],
+    "judge_weight_decay": ["-1", "inf"],
+    "judge_max_captions": ["0"],
+    "judge_goals_per_state": ["0"],
+    "judge_goal_vocabulary": ["0"],
+    "judge_goal_similarity": ["1.5", "nan"],
+    "judge_cache_size": ["0"],
+    "judge_max_queued": ["0"],
+    "judge_deadline_s": ["-1", "inf"],
+    "judge_batch_size": ["0"],
+    "judge_reward_model": [MISSING_DIR],
+    "judge_save_dir": [FILE_IN_PATH],
+    "judge_seed": ["-1"],
+}
 TRAIN_BAD: dict[str, list[str]] = {
     "env_id": ["NoSuchGame-v5"],
     "bonus": ["rnd*", "no_such_bonus"],
@@ -401,8 +426,19 @@ TRAIN_BAD: dict[str, list[str]] = {
     "e3b_lambda": ["0", "-1", "nan"],
     "e3b_dim": ["0", "-3"],
     "torch_threads": ["-1"],
+    **JUDGE_BAD,  # checked whatever --bonus says (as every bonus's flags are)
+}
+JUDGE_ANYTHING_GOES = {
+    "judge_mode": "a Literal",
+    "judge_kind": "a Literal",
+    "judge_url": "read by --judge-kind http only; an unreachable server falls back (counted), never fails a run",
+    "judge_model": "read by --judge-kind http only: any model name the server knows",
+    "judge_model_path": "read by --judge-kind local only (required there: checked)",
+    "judge_embedding_model_path": "read when --bonus judge builds its embedder (None: the packaged model)",
+    "judge_freeze": "a boolean",
 }
 TRAIN_ANYTHING_GOES = {
+    **JUDGE_ANYTHING_GOES,
     "preset": "a Literal: only the wrong-type case applies",
     "count_mode": "a Literal",
     "reward_norm": "a Literal",
@@ -468,8 +504,14 @@ TEXT_BAD: dict[str, list[str]] = {
     "vf_coef": ["-1"],
     "max_grad_norm": ["0"],
     "reward_scale": ["0", "nan"],
+    "bonus": ["rnd", "count_e*", "no_such_bonus"],  # rnd cannot read text
+    "int_coef": ["-1", "nan"],
+    **JUDGE_BAD,
 }
 TEXT_ANYTHING_GOES = {
+    **JUDGE_ANYTHING_GOES,
+    "count_mode": "a Literal",
+    "state_key": "read by the count bonuses only (then text must be counted whole: obs)",
     "dtype": "a Literal",
     "fallback_action": "any text command",
     "progress": "a boolean",

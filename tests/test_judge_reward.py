@@ -157,7 +157,10 @@ def test_bradley_terry_recovers_a_known_order_from_hard_labels():
     labels = torch.tensor([float(utility[i] > utility[j]) for i, j in pairs])
     for hidden in (0, 32):
         model = fit_bradley_terry(
-            first, second, labels, JudgeRewardConfig(hidden=hidden, fit_steps=400, learning_rate=3e-2)
+            first,
+            second,
+            labels,
+            JudgeRewardConfig(judge_hidden=hidden, judge_fit_steps=400, judge_learning_rate=3e-2),
         )
         fitted = model(items)
         assert torch.argsort(fitted).tolist() == torch.argsort(utility).tolist()
@@ -169,7 +172,9 @@ def test_bradley_terry_recovers_utility_differences_from_soft_labels():
     items = torch.eye(4)
     pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
     labels = torch.sigmoid(torch.tensor([utility[i] - utility[j] for i, j in pairs]))
-    config = JudgeRewardConfig(hidden=0, fit_steps=500, learning_rate=0.2, weight_decay=0.0)
+    config = JudgeRewardConfig(
+        judge_hidden=0, judge_fit_steps=500, judge_learning_rate=0.2, judge_weight_decay=0.0
+    )
     model = fit_bradley_terry(items[[i for i, _ in pairs]], items[[j for _, j in pairs]], labels, config)
     r = model(items)
     assert torch.allclose(r - r[0], utility, atol=1e-3)
@@ -221,7 +226,7 @@ def test_motif_bonus_divides_the_model_reward_by_episode_counts_by_hand():
         captioner=table_captioner(VOCAB),
         judge=make_judge("oracle"),
         embed=OneHotEmbedder(VOCAB),
-        config=JudgeRewardConfig(beta=1.0, freeze=True, deadline_s=30.0),
+        config=JudgeRewardConfig(judge_beta=1.0, judge_freeze=True, judge_deadline_s=30.0),
     )
     bonus.fitted = FittedRewardModel(model, mean=0.5, std=1.0, threshold=0.0)
     # normalized r: moved -0.5 (below eps = 0: 0), key 1.5, door 0.5, wall -1.5 (0)
@@ -247,7 +252,7 @@ def test_reward_model_save_load_round_trip(tmp_path):
         ("It's a wall.", "This door is locked."): 0.0,
         ("You moved.", "It's a wall."): 0.5,
     }
-    config = JudgeRewardConfig(hidden=8, fit_steps=50)
+    config = JudgeRewardConfig(judge_hidden=8, judge_fit_steps=50)
     fitted = fit_reward_model(preferences, VOCAB, OneHotEmbedder(VOCAB), config)
     save_reward_model(tmp_path, fitted, preferences)
     loaded, loaded_preferences = load_reward_model(tmp_path)
@@ -298,15 +303,15 @@ def test_rollout_never_waits_past_its_deadline_for_a_slow_or_failing_server():
             fallback="uniform",
         )
         config = JudgeRewardConfig(
-            deadline_s=0.2,
-            min_pairs=6,
-            refit_every=1,
-            pairs_per_rollout=15,
-            batch_size=4,
-            hidden=0,
-            fit_steps=300,
-            beta=0.0,
-            threshold_quantile=0.0,
+            judge_deadline_s=0.2,
+            judge_min_pairs=6,
+            judge_refit_every=1,
+            judge_pairs_per_rollout=15,
+            judge_batch_size=4,
+            judge_hidden=0,
+            judge_fit_steps=300,
+            judge_beta=0.0,
+            judge_threshold_quantile=0.0,
         )
         bonus = JudgeRewardBonus(1, table_captioner(SLOW_VOCAB), judge, OneHotEmbedder(SLOW_VOCAB), config)
         obs = torch.arange(len(SLOW_VOCAB)).view(-1, 1)  # each caption once, one env
@@ -351,7 +356,9 @@ def test_ellm_rewards_reaching_a_goal_the_oracle_picked_by_hand():
         "A key and a door are in view.",
         "It's a wall.",
     ]  # 0, 1, 2, 0
-    config = JudgeRewardConfig(mode="ellm", goals_per_state=1, beta=1.0, deadline_s=60.0)
+    config = JudgeRewardConfig(
+        judge_mode="ellm", judge_goals_per_state=1, judge_beta=1.0, judge_deadline_s=60.0
+    )
     bonus = JudgeRewardBonus(1, table_captioner(vocab), make_judge("oracle"), OneHotEmbedder(vocab), config)
     obs = torch.tensor([[0], [1], [2], [3], [2]])
     next_obs = torch.tensor([[1], [2], [3], [2], [1]])
@@ -400,23 +407,20 @@ def test_background_batcher_serves_the_newest_first_and_drops_the_oldest_beyond_
     batcher.close()
 
 
-def test_bad_configuration_is_a_clear_error(monkeypatch, tmp_path):
+def test_bad_configuration_is_a_clear_error(tmp_path):
     import gymnasium as gym
 
     from explore.errors import ConfigError
-    from explore.judge_reward import ENV_VAR, find_captioner
+    from explore.judge_reward import find_captioner
 
-    with pytest.raises(ConfigError, match=r"beta=-1 is invalid: expected a finite number >= 0"):
-        JudgeRewardConfig(beta=-1).validate()
-    with pytest.raises(ConfigError, match=r"judge='local' needs judge_model_path"):
-        JudgeRewardConfig(judge="local").validate()
-    with pytest.raises(ConfigError, match=r"holds no reward_model.pt"):
-        JudgeRewardConfig(reward_model=str(tmp_path)).validate()
-    monkeypatch.setenv(ENV_VAR, "--mode ellm --judge oracle --beta 0.5")
-    assert JudgeRewardConfig.from_env() == JudgeRewardConfig(mode="ellm", judge="oracle", beta=0.5)
-    monkeypatch.setenv(ENV_VAR, "--mode nonsense")
-    with pytest.raises(ConfigError, match=ENV_VAR):
-        JudgeRewardConfig.from_env()
+    with pytest.raises(ConfigError, match=r"--judge-beta -1 is invalid: expected a finite number >= 0"):
+        JudgeRewardConfig(judge_beta=-1).validate_bonus_settings()
+    with pytest.raises(ConfigError, match=r"--judge-kind 'local' needs --judge-model-path"):
+        JudgeRewardConfig(judge_kind="local").validate_bonus_settings()
+    with pytest.raises(ConfigError, match=r"--judge-reward-model .* holds no reward_model.pt"):
+        JudgeRewardConfig(judge_reward_model=str(tmp_path)).validate_bonus_settings()
+    with pytest.raises(ConfigError, match=r"--judge-device 'tpu' is invalid"):
+        JudgeRewardConfig(judge_device="tpu").validate_bonus_settings()
     frames = gym.spaces.Box(0, 255, (4, 84, 84), dtype=np.uint8)
     with pytest.raises(ConfigError, match=r"no env suite captions .* MiniHack \(message and blstats\)"):
         find_captioner(frames)
@@ -432,8 +436,8 @@ def test_cli_judge_reward_errors_before_any_environment_starts(capsys, tmp_path)
     assert main(["judge-reward"]) == 2
     assert "usage: explore judge-reward fit" in capsys.readouterr().err
     out = tmp_path / "rm"
-    assert main(["judge-reward", "fit", "--bonus.beta", "-1", "--out", str(out)]) == 2
-    assert "beta=-1.0 is invalid" in capsys.readouterr().err
+    assert main(["judge-reward", "fit", "--judge-beta", "-1", "--out", str(out)]) == 2
+    assert "--judge-beta -1.0 is invalid" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -447,7 +451,9 @@ def test_motif_with_the_embedding_judge_prefers_the_novel_caption_among_those_co
     ]
     from explore.judge_reward import CaptionEmbedder, make_reward_judge
 
-    config = JudgeRewardConfig(pairs_per_rollout=6, min_pairs=1000, deadline_s=0.0, device="cpu")
+    config = JudgeRewardConfig(
+        judge_pairs_per_rollout=6, judge_min_pairs=1000, judge_deadline_s=0.0, judge_device="cpu"
+    )
     sentences = CaptionEmbedder(device="cpu")  # the judge encodes through the bonus's shared cache
     judge = make_reward_judge(config, "cpu", sentences)
     bonus = JudgeRewardBonus(1, table_captioner(vocab), judge, OneHotEmbedder(vocab), config)
@@ -472,7 +478,9 @@ def test_ellm_rollout_does_not_wait_past_its_deadline_for_a_slow_server_and_fall
         judge = make_judge(
             "http", url=server.url, model="judge", api_key="k", timeout=30.0, fallback="uniform"
         )
-        config = JudgeRewardConfig(mode="ellm", deadline_s=0.2, goals_per_state=1, batch_size=2)
+        config = JudgeRewardConfig(
+            judge_mode="ellm", judge_deadline_s=0.2, judge_goals_per_state=1, judge_batch_size=2
+        )
         bonus = JudgeRewardBonus(1, table_captioner(SLOW_VOCAB), judge, OneHotEmbedder(SLOW_VOCAB), config)
         obs = torch.arange(len(SLOW_VOCAB)).view(-1, 1)
         batch = {"obs": obs, "next_obs": obs.roll(1, 0), "valid": torch.ones_like(obs, dtype=torch.bool)}
@@ -485,3 +493,25 @@ def test_ellm_rollout_does_not_wait_past_its_deadline_for_a_slow_server_and_fall
         bonus.bonus(batch)  # the judge is more than a batch behind now: the rollout does not wait at all
         assert bonus.metrics()["skipped_waits"] >= 1
         bonus.close(timeout=0.0)
+
+
+def test_the_judge_flags_are_trainer_flags_and_reach_the_bonus_config():
+    import tyro
+
+    from agents.ppo import Config, validate
+    from explore.bonus import config_from
+    from explore.errors import ConfigError
+
+    argv = ["--bonus", "judge", "--judge-mode", "ellm", "--judge-kind", "oracle", "--judge-beta", "0.5"]
+    config = tyro.cli(Config, args=[*argv, "--judge-deadline-s", "2", "--seed", "3"])
+    judge = config_from(JudgeRewardConfig, config)
+    assert (judge.judge_mode, judge.judge_kind, judge.judge_beta, judge.judge_deadline_s) == (
+        "ellm",
+        "oracle",
+        0.5,
+        2.0,
+    )
+    assert judge.judge_seed == 0 and config.seed == 3  # the trainer's --seed is not the judge's
+    # Atari frames have no captions: refused before any run directory, naming the bonus and the env
+    with pytest.raises(ConfigError, match=r"bonus 'judge' cannot read the observations of MontezumaRevenge"):
+        validate(tyro.cli(Config, args=["--bonus", "judge", "--run-dir", "/nonexistent/never"]))

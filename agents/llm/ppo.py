@@ -20,6 +20,14 @@ left-padded prompts (T, N, P). Credit (`--credit`):
 - `tempo`: GRPO plus TEMPO's prefix-tree term over each episode's concatenated action tokens
   (explore.credit.prefix_tree_advantages): it is non-zero where episodes of a group branch.
 
+`--bonus` adds an intrinsic reward to every turn's reward, `--int-coef` times the bonus (after the
+rollout, in one batched pass, like the grid trainer's; logged as charts/intrinsic_reward). A text
+observation enters a bonus as the caption of the state (the goal, then the observation's lines as
+sentences: `envs.text.babyai_text.caption`, which fits every text game), as a string and as an int64
+key of it (explore.bonus documents the text batch). The bonuses that read text: count, count_e,
+count_e1 (counts of the hashed caption) and judge (Motif/ELLM on the captions); the others are refused
+by `validate`, naming the bonus (their networks and cells are for tensors).
+
 `--forking-mask` keeps the policy-gradient term only on the 20 % highest-entropy action tokens of the
 rollout (Wang et al. 2025). Autoreset is SAME_STEP (envs.text): when an episode ends on a turn, the
 observation returned is already the next episode's; truncated turns bootstrap from the value of the
@@ -41,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
@@ -48,7 +57,9 @@ from tqdm import tqdm
 
 from agents.llm.policy import TextPolicy, left_pad, load_policy
 from agents.ppo_loss import masked_mean, ppo_loss
+from explore.bonus import BonusContext, BonusModule
 from explore.checkpoint import Checkpointer, given_fields, resolve_resume, save_config
+from explore.combine import TextBonusSettings, build_bonus, check_bonus, check_bonus_reads
 from explore.credit import (
     action_advantages,
     forking_token_mask,
@@ -62,6 +73,7 @@ from explore.credit import (
 from explore.device import resolve_device
 from explore.errors import ConfigError, UnknownEnvError
 from explore.logger import Logger
+from explore.obs import text_keys
 from explore.system import env_threads, set_torch_threads
 
 CREDITS = ("action", "ntpo", "poad", "grpo", "tempo", "ktae")
@@ -70,7 +82,7 @@ BASE_MODEL_DIR = "base_model"  # where a tiny model built on the fly is saved in
 
 
 @dataclass
-class Config:
+class Config(TextBonusSettings):  # the flags of the bonuses that read text (--state-key, --judge-kind, ...)
     """Token-level PPO for a language-model agent on a text game (default: POAD on a small coin collector)."""
 
     # --- experiment ---
@@ -115,6 +127,13 @@ class Config:
     """the fraction of tokens --forking-mask keeps"""
     group_size: int = 4
     """grpo/tempo: envs per group; a group plays the same game seed (must divide --num-envs)"""
+
+    # --- intrinsic bonus ---
+    bonus: str = "none"
+    """an intrinsic bonus expression over the bonuses that read text (count, count_e, count_e1, judge; sums and
+    products of them, e.g. count_e+0.5*judge), or 'none'"""
+    int_coef: float = 0.1
+    """the turn's reward is the game's (times --reward-scale) plus this times the intrinsic bonus"""
 
     # --- model ---
     model_path: str | None = None
@@ -291,7 +310,7 @@ def validate(config: Config) -> None:
     for name in ("learning_rate", "clip_coef", "max_grad_norm", "temperature", "bc_lr", "reward_scale"):
         if not getattr(config, name) > 0:
             fail(name, getattr(config, name), "it must be > 0")
-    for name in ("ent_coef", "vf_coef", "weight_decay"):
+    for name in ("ent_coef", "vf_coef", "weight_decay", "int_coef"):
         if getattr(config, name) < 0:
             fail(name, getattr(config, name), "a coefficient must be >= 0")
     if config.tiny_embd % config.tiny_heads:
@@ -319,12 +338,14 @@ def validate(config: Config) -> None:
         check_model_dir(config.model_path)  # names the path and what is missing
     env_kwargs_of(config)
     resolve_device(config.device)
+    check_bonus(config.bonus, config)  # the bonus flags, and where the expression goes wrong
     import envs.text as text_envs
 
     if config.env_id not in text_envs.ALL_IDS:
         raise UnknownEnvError(config.env_id, text_envs.ALL_IDS)  # lists close matches
     if config.env_id not in text_envs.text_ids():
         fail("env_id", config.env_id, "its game package is not installed: pip install 'explore-rl[text]'")
+    check_bonus_reads(config.bonus, config, "text", config.env_id)  # names the bonus and the game
     from explore.errors import check_seed, check_writable_dir
 
     # the envs play seed .. seed + num_envs - 1 and the tiny model is built from seed + 10_000
@@ -405,6 +426,50 @@ def build_policy(config: Config, run_dir: Path, device: torch.device, envs) -> T
             f"the model's {limit} positions"
         )
     return policy
+
+
+# --- the intrinsic bonus ---------------------------------------------------------------------------
+
+# what a bonus builder is told of text observations: strings (their batches carry keys and the strings)
+TEXT_OBSERVATIONS = gym.spaces.Text(max_length=1 << 20)
+
+
+def make_text_bonus(config: Config, device: torch.device) -> BonusModule | None:
+    """The bonus expression of `config` for text observations, or None for 'none'."""
+    if config.bonus == "none":
+        return None
+    context = BonusContext(config.num_envs, TEXT_OBSERVATIONS, None, device, gamma_int=config.gamma)
+    bonus = build_bonus(config.bonus, context, config)
+    trained = [name for name, p in bonus.named_parameters() if p.requires_grad]
+    if trained:  # no optimizer here trains a bonus's networks; the text bonuses have none
+        raise ConfigError(
+            f"--bonus {config.bonus!r}: the text trainer does not train bonus networks ({trained[0]}, ...)"
+        )
+    return bonus
+
+
+def state_captions(observations: Any, goals: Any) -> list[str]:
+    """What a bonus reads of text states: the goal, then the observation's lines as sentences."""
+    from envs.text.babyai_text import captions
+
+    return captions([str(o) for o in observations], [str(g or "") for g in goals])
+
+
+def bonus_batch(
+    states: list[list[str]], next_states: list[list[str]], ro: Rollout, device: torch.device
+) -> dict[str, Any]:
+    """The text batch of the turns played (explore.bonus): keys of the captions and the captions, time-major."""
+    turns, num_envs = len(states), len(states[0])
+    flat_states = [s for row in states for s in row]
+    flat_next = [s for row in next_states for s in row]
+    return {
+        "obs": text_keys(flat_states, device).view(turns, num_envs, 1),
+        "next_obs": text_keys(flat_next, device).view(turns, num_envs, 1),
+        "valid": ro.valid[:turns],
+        "dones": (ro.terminated | ro.truncated)[:turns],
+        "obs_text": flat_states,
+        "next_obs_text": flat_next,
+    }
 
 
 # --- rollout storage ---------------------------------------------------------------------------------
@@ -657,6 +722,7 @@ def _train(
     threads_note = set_torch_threads(config.torch_threads, env_threads([envs]))
     policy = build_policy(config, run_dir, device, envs)
     params = [p for p in policy.parameters() if p.requires_grad]
+    bonus = make_text_bonus(config, device)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=1e-5)
     # events after the checkpoint's step are dropped (those at its step were logged before it was saved)
     logger = Logger(run_dir, resumed_step=resumed["global_step"] if resumed else None)
@@ -672,6 +738,8 @@ def _train(
                 f"--resume {run_dir}: the checkpoint holds unknown weights {missing.unexpected_keys[:3]}"
             )
         optimizer.load_state_dict(resumed["optimizer"])
+        if bonus is not None and resumed.get("bonus") is not None:
+            bonus.load_state_dict(resumed["bonus"])
         global_step, start_update = resumed["global_step"], resumed["update"]
         checkpointer.restore_rng(resumed)
     else:
@@ -714,6 +782,8 @@ def _train(
             obs, infos = envs.reset(seed=seeds)
             history = [[] for _ in range(N)]
             episode_return[:] = 0.0
+            if bonus is not None:  # every env starts a new episode: episodic counts restart
+                bonus.reset(torch.ones(N, dtype=torch.bool, device=device))
         ro.valid.fill_(not episodic)
         ro.final_values.zero_()
         ro.token_mask.zero_()
@@ -724,8 +794,11 @@ def _train(
         finished: list[tuple[float, float, float]] = []  # (return, success, length) of finished episodes
         malformed = invalid = turns = 0
         steps_this_rollout = 0
+        states: list[list[str]] = []  # the bonus's captions of each turn's state and of the state after
+        next_states: list[list[str]] = []
         for t in range(T):
             admissible = [list(c) for c in infos["admissible_commands"]]
+            goals = list(infos["goal"])
             prompts = prompts_for(obs, admissible)
             gen = policy.generate(
                 prompts,
@@ -765,6 +838,10 @@ def _train(
             turns += int(counted.sum())
             episode_return += rewards * counted
             done = terminated | truncated
+            if bonus is not None:  # the state after: the true final observation where the episode ended
+                after = [infos["final_obs"][i] if done[i] else next_obs[i] for i in range(N)]
+                states.append(state_captions(obs, goals))
+                next_states.append(state_captions(after, np.where(done, goals, list(infos["goal"]))))
             if truncated.any() and not episodic:  # bootstrap from the true final observation
                 idx = np.flatnonzero(truncated)
                 final_prompts = [
@@ -786,6 +863,12 @@ def _train(
                 if not alive.any():
                     break
         global_step += steps_this_rollout
+        intrinsic_mean = None
+        if bonus is not None:  # one batched pass over the turns played, added to their rewards
+            intrinsic = bonus.score(bonus_batch(states, next_states, ro, device))
+            ro.rewards[: len(states)] += config.int_coef * intrinsic
+            valid_turns = ro.valid[: len(states)]
+            intrinsic_mean = (intrinsic * valid_turns).sum() / valid_turns.sum().clamp(min=1)
 
         # --- credit ---
         if episodic:
@@ -819,6 +902,9 @@ def _train(
             "charts/learning_rate": optimizer.param_groups[0]["lr"],
             **{f"losses/{k}": v for k, v in stats.items()},
         }
+        if bonus is not None:
+            logged["charts/intrinsic_reward"] = float(intrinsic_mean)
+            logged.update({f"{bonus.name}/{k}": v for k, v in bonus.metrics().items()})
         logger.scalars(logged, global_step)
         progress.update(steps_this_rollout)
         progress.set_postfix(SPS=sps, success=recent_success, refresh=False)
@@ -829,6 +915,7 @@ def _train(
                 {
                     "policy": policy.trainable_state_dict(),
                     "optimizer": optimizer.state_dict(),
+                    "bonus": bonus.state_dict() if bonus is not None else None,
                     "global_step": global_step,
                     "update": update,
                 }
