@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import tyro
 
-from explore.rnd import make_rnd
+from explore.rnd import RND, make_rnd
 
 VISIT_BINS = (0, 1, 3, 10, 30, 100, 300, 1000, float("inf"))
 
@@ -35,16 +35,25 @@ class Args:
     """also print the per-cell grids (rows: depth, columns: column)"""
 
 
+def cell_scores(rnd: RND, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(visits, errors) per cell of an N x N DeepSea, row-major: the visit count of each one-hot
+    coordinate (its running mean times the number of observations the statistics saw) and RND's raw
+    prediction error on that cell's one-hot observation."""
+    n_cells = size * size
+    with torch.no_grad():
+        errors = rnd.prediction_error(torch.eye(n_cells).view(n_cells, 1, 1, n_cells)).numpy()
+    visits = rnd.obs_rms.mean.view(-1).numpy() * float(rnd.obs_rms.count)
+    return visits, errors
+
+
 def main(args: Args) -> None:
     n_cells = args.size * args.size
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     rnd = make_rnd(1, gym.spaces.Box(0.0, 1.0, (n_cells,), dtype=np.float32))
     del state["bonus"]["return_filter.returns"]  # per-env state of the run's envs, unused here
     rnd.load_state_dict(state["bonus"], strict=False)
-    with torch.no_grad():
-        errors = rnd.prediction_error(torch.eye(n_cells).view(n_cells, 1, 1, n_cells)).numpy()
+    visits, errors = cell_scores(rnd, args.size)
     return_std = float(rnd.reward_rms.std)
-    visits = rnd.obs_rms.mean.view(-1).numpy() * float(rnd.obs_rms.count)
     row, column = np.divmod(np.arange(n_cells), args.size)
     reachable = column <= row  # the agent starts at column 0 and moves at most one column per row
     unvisited = reachable & (visits < 0.5)
