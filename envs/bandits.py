@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.core import StepResult, VecEnv, check_actions
+from envs.core import InProcessVecEnv, check_actions
 from explore.errors import ConfigError, UnknownEnvError
 
 Family = Literal["bernoulli", "gaussian", "lowrank", "linear"]
@@ -442,7 +442,7 @@ class BatchedBandit:
 # --- gymnasium: the VecEnv and the single env ------------------------------------------------------
 
 
-class BanditVecEnv(VecEnv):
+class BanditVecEnv(InProcessVecEnv):
     """`num_envs` bandit instances of one id as a VecEnv (numpy I/O, NEXT_STEP autoreset).
 
     Observation (float32, K + 1 + context_dim): the previous action one-hot, the previous reward,
@@ -470,7 +470,7 @@ class BanditVecEnv(VecEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self._build(seed)
-        self._pending: list[StepResult] = []
+        super().__init__()  # the queue of computed results
 
     def _build(self, seed: int) -> None:
         self.seed = seed
@@ -546,16 +546,6 @@ class BanditVecEnv(VecEnv):
         self._pending.append(
             (obs[ids], reward[ids], np.zeros(ids.shape[0], dtype=bool), truncated[ids].copy(), info)
         )
-
-    def recv(self) -> StepResult:
-        if not self._pending:
-            raise RuntimeError("recv() without a pending async_reset() or send()")
-        return self._pending.pop(0)
-
-    def close(self, **kwargs: Any) -> None:
-        self._pending = []
-        self.closed = True
-
 
 class BanditEnv(gym.Env):
     """One bandit instance with gymnasium's Env API (what gymnasium.make("Explore/Bandit-...") gives).

@@ -132,6 +132,27 @@ class VecEnv(gym.vector.VectorEnv):
         return self.recv()
 
 
+class InProcessVecEnv(VecEnv):
+    """A VecEnv computed in the calling process (batched in torch: bandits, DeepSea).
+
+    `async_reset` and `send` compute their step at once and queue its result; `recv` hands the
+    results back in order, as the protocol of simulators stepped elsewhere requires.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[StepResult] = []
+        self.closed = False
+
+    def recv(self) -> StepResult:
+        if not self._pending:
+            raise RuntimeError("recv() without a pending async_reset() or send()")
+        return self._pending.pop(0)
+
+    def close(self, **kwargs: Any) -> None:
+        self._pending = []
+        self.closed = True
+
+
 class RowCaptions:
     """Captions of observation rows, written once per distinct row and cached by the row's bytes.
 

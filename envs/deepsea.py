@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from envs.core import StepResult, VecEnv, check_actions
+from envs.core import InProcessVecEnv, check_actions
 from explore.errors import UnknownEnvError
 
 EXTRA = "bandits"  # torch only, like the bandits: no extra dependency
@@ -119,7 +119,7 @@ class BatchedDeepSea:
         return reward, active & (self.row == self.size), success
 
 
-class DeepSeaVecEnv(VecEnv):
+class DeepSeaVecEnv(InProcessVecEnv):
     """`num_envs` DeepSea instances of one size as a VecEnv (numpy I/O, NEXT_STEP autoreset).
 
     Episodes end with `terminated` after N steps (no time limit is involved); the next step of that
@@ -150,7 +150,7 @@ class DeepSeaVecEnv(VecEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
         self._build(seed if mapping_seed is None else mapping_seed)
-        self._pending: list[StepResult] = []
+        super().__init__()  # the queue of computed results
 
     def _build(self, mapping_seed: int) -> None:
         if mapping_seed < 0:
@@ -207,16 +207,6 @@ class DeepSeaVecEnv(VecEnv):
                 info,
             )
         )
-
-    def recv(self) -> StepResult:
-        if not self._pending:
-            raise RuntimeError("recv() without a pending async_reset() or send()")
-        return self._pending.pop(0)
-
-    def close(self, **kwargs: Any) -> None:
-        self._pending = []
-        self.closed = True
-
 
 class DeepSeaEnv(gym.Env):
     """One DeepSea instance with gymnasium's Env API (what gymnasium.make("Explore/DeepSea-N10-v0") gives)."""
