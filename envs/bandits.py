@@ -547,6 +547,7 @@ class BanditVecEnv(InProcessVecEnv):
             (obs[ids], reward[ids], np.zeros(ids.shape[0], dtype=bool), truncated[ids].copy(), info)
         )
 
+
 class BanditEnv(gym.Env):
     """One bandit instance with gymnasium's Env API (what gymnasium.make("Explore/Bandit-...") gives).
 

@@ -208,6 +208,7 @@ class DeepSeaVecEnv(InProcessVecEnv):
             )
         )
 
+
 class DeepSeaEnv(gym.Env):
     """One DeepSea instance with gymnasium's Env API (what gymnasium.make("Explore/DeepSea-N10-v0") gives)."""
 
