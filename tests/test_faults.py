@@ -21,10 +21,11 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+from test_llm_client import LoopbackServer  # tests/ is on sys.path under pytest
 
 from explore.judge import HTTPJudge
 from explore.llm import LLMRequestError
@@ -46,7 +47,7 @@ GARBAGE = {
 }
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     """An OpenAI-compatible endpoint on 127.0.0.1 that fails in one chosen way (`mode`).
 
     trickle_body: a 200 whose declared 10 kB body comes one byte every `interval` s.
@@ -121,19 +122,11 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self) -> FaultServer:
-        self.thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
-        self.closed.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.closed.set()  # ends every hold first, so shutdown() does not wait on a trickle
+        super().__exit__(*exc)
 
 
 def fault_client(server: FaultServer, **kwargs: Any) -> OpenAIClient:

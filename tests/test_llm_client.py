@@ -27,7 +27,26 @@ def echo(prompt: str) -> str:
     return f"echo: {prompt}"
 
 
-class FakeOpenAI:
+class LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 at a free port, serving `handler` while in a `with` block."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        # a short poll interval: shutdown() waits up to one interval
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class FakeOpenAI(LoopbackServer):
     """An OpenAI-compatible server on 127.0.0.1 with scripted failures.
 
     `fail[marker] = (status, n)`: a prompt containing marker gets `status` its first n times.
@@ -110,19 +129,7 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        # a short poll interval: shutdown() waits up to one interval
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self) -> FakeOpenAI:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
     @property
     def requests(self) -> int:

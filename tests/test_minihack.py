@@ -13,6 +13,7 @@ pytest.importorskip("nle")
 minihack = pytest.importorskip("minihack")
 
 import gymnasium as gym  # noqa: E402
+from test_pool import gone  # noqa: E402  (tests/ is on sys.path under pytest)
 
 from envs import minihack as mh  # noqa: E402
 from envs import registration  # noqa: E402
@@ -27,16 +28,6 @@ def make(num_envs: int = 4, **kwargs) -> mh.MiniHackVecEnv:
     kwargs.setdefault("num_workers", 2)
     kwargs.setdefault("env_id", ROOM)
     return mh.MiniHackVecEnv(num_envs=num_envs, **kwargs)
-
-
-def gone(pid: int, wait: float = 5.0) -> bool:
-    """True once `pid` has exited and been reaped (a zombie still has a /proc entry)."""
-    deadline = time.monotonic() + wait
-    while os.path.exists(f"/proc/{pid}"):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def kill_and_wait(pid: int) -> None:
