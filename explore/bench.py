@@ -18,7 +18,8 @@ Resumable, so a long study can be killed and continued with the same command:
 Outputs, written as runs land: <out>_runs.csv, one row per run (appended when the run finishes):
 task, method, seed, steps and episodes trained, final success (the episode-weighted success rate of
 the last `final_fraction` of the logged points), steps and episodes to the first success and to
-"solved" (the first update whose success rate reached `solve_threshold`), the success AUC (the
+"solved" (the first update at which the success rate over the latest `solve_min_episodes` or more
+episodes reached `solve_threshold`), the success AUC (the
 fraction of all training episodes that succeeded: the area under success-vs-episodes divided by the
 episodes), the final return, SPS and the command. At the end (or with --analyze-only):
 <out>.md, IQM over seeds with rliable's 95 % stratified-bootstrap CIs per task and method, and
@@ -99,6 +100,9 @@ class Args:
     """prefix of the outputs: <out>_runs.csv, <out>.md, <out>_success.png"""
     solve_threshold: float = 0.5
     """a run counts as solved at the first update whose success rate reaches this"""
+    solve_min_episodes: int = 20
+    """the success rate that decides "solved" pools the latest updates until it covers this many episodes
+    (one lucky episode in an update where few episodes ended is not a solve)"""
     final_fraction: float = 0.2
     """the final score is the episode-weighted mean of this last fraction of a run's logged points"""
     reps: int = 2000
@@ -196,6 +200,8 @@ def plan(args: Args) -> list[Run]:
             raise ConfigError(f"--{name.replace('_', '-')} {value} is invalid: it must be >= 1")
     if not 0 < args.solve_threshold <= 1:
         raise ConfigError(f"--solve-threshold {args.solve_threshold} is invalid: it must lie in (0, 1]")
+    if args.solve_min_episodes < 1:
+        raise ConfigError(f"--solve-min-episodes {args.solve_min_episodes} is invalid: it must be >= 1")
     from agents.ppo import PRESETS
 
     if args.preset not in PRESETS:
@@ -274,6 +280,22 @@ def _first_at_least(steps: np.ndarray, values: np.ndarray, threshold: float) -> 
     return int(steps[hits[0]]) if hits.size else None
 
 
+def first_solved(
+    steps: np.ndarray, rates: np.ndarray, counts: np.ndarray, threshold: float, min_episodes: int
+) -> int | None:
+    """The step of the first update at which the success rate over the fewest latest updates that hold
+    at least `min_episodes` episodes (`counts` per update) reaches `threshold`; None if none does."""
+    successes = np.concatenate([[0.0], np.cumsum(np.asarray(rates, np.float64) * counts)])
+    episodes = np.concatenate([[0], np.cumsum(counts)])
+    # start[i]: the latest update boundary that leaves >= min_episodes episodes in (start, i]; -1: too few yet
+    start = np.searchsorted(episodes, episodes[1:] - min_episodes, side="right") - 1
+    enough = start >= 0
+    start = np.maximum(start, 0)
+    pooled = (successes[1:] - successes[start]) / np.maximum(episodes[1:] - episodes[start], 1)
+    hits = np.flatnonzero(enough & (pooled >= threshold))
+    return int(steps[hits[0]]) if hits.size else None
+
+
 def score_run(run: Run, args: Args, wall_s: float) -> dict:
     """The CSV row of a finished run, from its TensorBoard events."""
     from explore.study import final_score, read_curves
@@ -284,7 +306,7 @@ def score_run(run: Run, args: Args, wall_s: float) -> dict:
     sps_steps, sps_values, _ = curves["charts/SPS"]
     episodes_by = dict(zip(ret_steps.tolist(), np.cumsum(ret_counts).tolist(), strict=True))
     first = _first_at_least(succ_steps, succ_values, 1e-9)
-    solved = _first_at_least(succ_steps, succ_values, args.solve_threshold)
+    solved = first_solved(succ_steps, succ_values, succ_counts, args.solve_threshold, args.solve_min_episodes)
     total_episodes = int(ret_counts.sum())
     successes = float((succ_values * succ_counts).sum())
     return {
@@ -439,8 +461,9 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
     summary = summarize(rows, args.reps)
     table = markdown_table(summary)
     Path(f"{args.out}.md").write_text(
-        f"Success IQM over seeds with rliable's 95 % stratified-bootstrap CIs; solved = an update's success "
-        f"rate reached {args.solve_threshold}. Runs: {args.out}_runs.csv.\n\n" + table
+        f"Success IQM over seeds with rliable's 95 % stratified-bootstrap CIs; solved = the success rate of "
+        f"the latest >= {args.solve_min_episodes} episodes reached {args.solve_threshold} at an update. "
+        f"Runs: {args.out}_runs.csv.\n\n" + table
     )
     curves: dict[str, dict[str, list]] = {}
     done = {(r["task"], r["method"], r["seed"]) for r in rows}

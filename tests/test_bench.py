@@ -123,3 +123,18 @@ def test_summary_iqm_by_hand():
     rows[0]["solve_episode"] = ""  # a seed that never solved: no median over the solved ones alone
     (s,) = bench.summarize(rows, reps=200)
     assert s["solved"] == 4 and np.isnan(s["median_solve_episode"])
+
+
+def test_solved_pools_updates_until_enough_episodes_by_hand():
+    steps = np.array([10, 20, 30, 40])
+    rates, counts = np.array([1.0, 0.0, 0.5, 0.6]), np.array([1, 30, 10, 40])
+    # cumulative episodes 1, 31, 41, 81. Update 1: 1 episode < 20, no verdict. Update 2: its own 30
+    # episodes, 0 / 30. Update 3: updates 2-3 (40 episodes), 5 / 40. Update 4: its own 40, 24 / 40 = 0.6.
+    assert bench.first_solved(steps, rates, counts, 0.5, 20) == 40
+    # one episode per window: the lone success of update 1 decides (the rule before pooling)
+    assert bench.first_solved(steps, rates, counts, 0.5, 1) == 10
+    # two updates of 10 episodes, all successes: the verdict waits for the second
+    assert bench.first_solved(np.array([5, 6]), np.array([1.0, 1.0]), np.array([10, 10]), 0.5, 20) == 6
+    assert bench.first_solved(steps, rates, counts, 0.7, 20) is None
+    with pytest.raises(ConfigError, match="--solve-min-episodes 0"):
+        bench.plan(tiny_args(Path("unused"), solve_min_episodes=0))
