@@ -1,0 +1,70 @@
+#!/bin/bash
+# The MiniGrid hard-exploration study (benchmarks/minigrid_study.md, issue 12), one training process at a
+# time (the 2-core shared CPU). Every stage is an `explore bench` call: rerunning it skips finished runs and
+# resumes killed ones, so a later session continues with the same command.
+#
+#   benchmarks/minigrid_study.sh pilot      # done 2026-12-03: 500k / 1M steps, seed 1, which task and bonus
+#   benchmarks/minigrid_study.sh sweep      # coefficients: 3 values x 2 seeds per bonus, MultiRoom-N4-S5, 1M steps
+#   benchmarks/minigrid_study.sh baseline   # plain PPO, 5 seeds x 5M steps, on the main tasks (needs no sweep)
+#   benchmarks/minigrid_study.sh main       # every bonus and e3b*rnd, 5 seeds x 5M: set the chosen coefficients first
+#   benchmarks/minigrid_study.sh analyze    # tables and curves from the rows that have landed
+#
+# `nohup nice -n 15 benchmarks/minigrid_study.sh sweep baseline > runs/bench/minigrid_study.log 2>&1 &`
+# runs stages in order. Rows land in benchmarks/minigrid_<stage or task>_runs.csv as each run finishes.
+
+cd "$(dirname "$0")/.."  # the repository root
+MR4=MiniGrid-MultiRoom-N4-S5-v0
+bench() { python -m explore bench --preset minigrid-fast --jobs 1 "$@"; }
+
+# Bonuses as each paper runs them on top of `--preset minigrid-fast` (whose stream is episodic by default):
+# count_e, E3B and NovelD episodic (NovelD's code adds its reward to the episodic extrinsic one), RND
+# non-episodic. count_e is raw 1/sqrt(N_e); RND, NovelD and E3B are divided by a running std.
+SWEEP=("noveld1=noveld --int-episodic --int-coef 1" "count_e0.3=count_e --int-episodic --int-coef 0.3"
+  "rnd1=rnd --no-int-episodic --int-coef 1"
+  "noveld0.3=noveld --int-episodic --int-coef 0.3" "noveld3=noveld --int-episodic --int-coef 3"
+  "count_e0.1=count_e --int-episodic --int-coef 0.1" "count_e0.03=count_e --int-episodic --int-coef 0.03"
+  "rnd0.3=rnd --no-int-episodic --int-coef 0.3" "rnd3=rnd --no-int-episodic --int-coef 3")
+
+# The main tasks (chosen by the pilot; see the study page) and their budget: the issue's cap, 5M steps.
+TASKS=("$MR4")
+BUDGET=5000000
+# Chosen after the sweep (edit before `main`): one label=flags per bonus, then the product.
+MAIN=("ppo=none" "noveld1=noveld --int-episodic --int-coef 1" "count_e0.3=count_e --int-episodic --int-coef 0.3"
+  "rnd1=rnd --no-int-episodic --int-coef 1" "e3b1=e3b --int-episodic --int-coef 1"
+  "e3b*rnd=e3b*rnd --int-episodic --int-coef 1")
+
+main_task() {  # one bench per task: root runs/bench/minigrid_main, rows benchmarks/minigrid_<task>_runs.csv
+  task=$1; shift
+  short=$(echo "${task#MiniGrid-}" | sed 's/-v0$//' | tr 'A-Z-' 'a-z_')
+  bench --tasks "$task" --seeds 1 2 3 4 5 --total-timesteps $BUDGET --root runs/bench/minigrid_main \
+    --out "benchmarks/minigrid_$short" "$@"
+}
+
+for stage in "$@"; do
+  case $stage in
+  pilot)
+    bench --seeds 1 --total-timesteps 500000 --root runs/bench/minigrid_pilot --out benchmarks/minigrid_pilot \
+      --tasks $MR4 MiniGrid-KeyCorridorS3R2-v0 MiniGrid-KeyCorridorS3R3-v0 \
+      --methods ppo=none "count_e0.05=count_e --int-episodic --int-coef 0.05"
+    # pilot B (1M steps) shares the sweep's root: its seed-1 runs are the sweep's
+    bench --seeds 1 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_pilot_b \
+      --tasks $MR4 --methods "${SWEEP[@]:0:3}"
+    ;;
+  sweep)
+    bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_sweep \
+      --tasks $MR4 --methods "${SWEEP[@]}"
+    ;;
+  baseline)
+    for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[0]}"; done
+    ;;
+  main)
+    for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}"; done
+    ;;
+  analyze)
+    bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_sweep \
+      --tasks $MR4 --methods "${SWEEP[@]}" --analyze-only
+    for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}" --analyze-only; done
+    ;;
+  *) echo "unknown stage $stage: pilot, sweep, baseline, main or analyze" >&2; exit 2 ;;
+  esac
+done
