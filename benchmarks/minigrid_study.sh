@@ -5,11 +5,12 @@
 #
 #   benchmarks/minigrid_study.sh pilot      # done 2026-12-03: 500k / 1M steps, seed 1, which task and bonus
 #   benchmarks/minigrid_study.sh sweep      # coefficients: 3 values x 2 seeds per bonus, MultiRoom-N4-S5, 1M steps
+#   benchmarks/minigrid_study.sh pilot2     # the candidates not piloted yet: PPO and NovelD, seed 1, 2M steps
 #   benchmarks/minigrid_study.sh baseline   # plain PPO, 5 seeds x 5M steps, on the main tasks (needs no sweep)
 #   benchmarks/minigrid_study.sh main       # every bonus and e3b*rnd, 5 seeds x 5M: set the chosen coefficients first
 #   benchmarks/minigrid_study.sh analyze    # tables and curves from the rows that have landed
 #
-# `nohup nice -n 15 benchmarks/minigrid_study.sh sweep baseline > runs/bench/minigrid_study.log 2>&1 &`
+# `nohup nice -n 15 benchmarks/minigrid_study.sh sweep pilot2 baseline > runs/bench/minigrid_study.log 2>&1 &`
 # runs stages in order. Rows land in benchmarks/minigrid_<stage or task>_runs.csv as each run finishes.
 
 cd "$(dirname "$0")/.."  # the repository root
@@ -50,6 +51,11 @@ for stage in "$@"; do
     bench --seeds 1 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_pilot_b \
       --tasks $MR4 --methods "${SWEEP[@]:0:3}"
     ;;
+  pilot2)
+    bench --seeds 1 --total-timesteps 2000000 --root runs/bench/minigrid_pilot2 --out benchmarks/minigrid_pilot2 \
+      --tasks MiniGrid-ObstructedMaze-1Dlh-v0 MiniGrid-MultiRoom-N6-v0 MiniGrid-DoorKey-16x16-v0 \
+      --methods ppo=none "${SWEEP[0]}"
+    ;;
   sweep)
     bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_sweep \
       --tasks $MR4 --methods "${SWEEP[@]}"
@@ -61,10 +67,13 @@ for stage in "$@"; do
     for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}"; done
     ;;
   analyze)
+    bench --seeds 1 --total-timesteps 2000000 --root runs/bench/minigrid_pilot2 --out benchmarks/minigrid_pilot2 \
+      --tasks MiniGrid-ObstructedMaze-1Dlh-v0 MiniGrid-MultiRoom-N6-v0 MiniGrid-DoorKey-16x16-v0 \
+      --methods ppo=none "${SWEEP[0]}" --analyze-only
     bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_sweep \
       --tasks $MR4 --methods "${SWEEP[@]}" --analyze-only
     for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}" --analyze-only; done
     ;;
-  *) echo "unknown stage $stage: pilot, sweep, baseline, main or analyze" >&2; exit 2 ;;
+  *) echo "unknown stage $stage: pilot, pilot2, sweep, baseline, main or analyze" >&2; exit 2 ;;
   esac
 done
