@@ -33,7 +33,7 @@ BUDGET=5000000
 # Chosen after the sweep (edit before `main`): one label=flags per bonus, then the product.
 MAIN=("ppo=none" "noveld1=noveld --int-episodic --int-coef 1" "count_e0.3=count_e --int-episodic --int-coef 0.3"
   "rnd1=rnd --no-int-episodic --int-coef 1" "e3b1=e3b --int-episodic --int-coef 1"
-  "e3b*rnd=e3b*rnd --int-episodic --int-coef 1")
+  "e3bxrnd1=e3b*rnd --int-episodic --int-coef 1")
 
 main_task() {  # one bench per task: root runs/bench/minigrid_main, rows benchmarks/minigrid_<task>_runs.csv
   task=$1; shift
