@@ -82,3 +82,25 @@ def test_cpu_bf16_is_off_by_default_and_its_update_is_the_float32_one_to_bf16_pr
     assert not torch.equal(bf16_weight, fp32_weight)  # bf16 did run: other rounding, other weights
     for name in ("value_loss", "entropy", "bonus_loss"):  # bf16 keeps ~3 significant digits
         assert abs(bf16_stats[name] - fp32_stats[name]) <= 2e-2 * abs(fp32_stats[name]), name
+
+
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
+def test_rnd_prediction_error_on_cpu_frames_gives_the_nchw_values_and_gradients():
+    from explore.rnd import RND
+
+    torch.manual_seed(0)
+    rnd = RND(num_envs=1)
+    rnd.obs_rms.update(torch.randint(0, 256, (64, 1, 84, 84)).float())
+    frames = torch.randint(0, 256, (32, 1, 84, 84), dtype=torch.uint8)
+    errors = rnd.prediction_error(frames)
+    reference = copy.deepcopy(rnd)
+    with torch.backends.mkldnn.flags(enabled=False):
+        x = reference.normalize_obs(frames).contiguous()
+        expected = (reference.predictor(x) - reference.target(x)).pow(2).mean(-1)
+    torch.testing.assert_close(errors, expected, rtol=1e-5, atol=1e-6)
+    errors.sum().backward()
+    expected.sum().backward()
+    for (name, ours), theirs in zip(
+        rnd.predictor.named_parameters(), reference.predictor.parameters(), strict=True
+    ):
+        torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
