@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from explore.networks import frame_torso, layer_init, nature_cnn  # noqa: F401 (re-exported)
@@ -28,7 +29,11 @@ class TwoHeadPolicy(nn.Module):
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (logits (B, A), v_ext (B,), v_int (B,))."""
-        hidden = self.torso(obs.float() / 255.0)
+        if obs.device.type == "cpu" and obs.dim() == 4:
+            # oneDNN's NHWC convolutions: on the CPU the 4-channel first layer trains ~2x faster than
+            # NCHW (same values up to rounding); converting the uint8 frames is the cheap place to do it
+            obs = obs.contiguous(memory_format=torch.channels_last)
+        hidden = self.torso(obs.div(255.0))  # one pass uint8 -> float32 [0, 1], equal to obs.float() / 255
         value_features = hidden + self.value_torso(hidden)  # residual, as in the reference policy
         return (
             self.policy_head(hidden),

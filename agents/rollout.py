@@ -131,7 +131,8 @@ class RolloutBuffer:
         if self.core_state is not None:
             for full, part in zip(self.core_state, group_state, strict=True):
                 full[:, sl] = part.float()
-        pi = Categorical(logits=logits.float())
+        # no argument validation: it costs a host sync per step, and NaN logits still fail in sample()
+        pi = Categorical(logits=logits.float(), validate_args=False)
         action = pi.sample()
         self.actions[step, sl] = action
         self.logprobs[step, sl] = pi.log_prob(action)

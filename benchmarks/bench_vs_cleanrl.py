@@ -84,6 +84,8 @@ class Bench:
     """runs of each program per thread count, alternating"""
     seed: int = 1
     """seed of both programs"""
+    ours_cpu_bf16: bool = False
+    """run ours with --cpu-bf16 (bf16 autocast on the CPU: other numerics than the float32 reference)"""
     json_out: str | None = None
     """also write the runs and the summary as JSON here"""
 
@@ -381,6 +383,7 @@ def ours_run(bench: Bench, threads: int) -> dict[str, Any]:
             total_timesteps=bench.total_timesteps,
             rnd_warmup_iterations=bench.warmup_rollouts,
             seed=bench.seed,
+            cpu_bf16=bench.ours_cpu_bf16,
             device="cpu",
             torch_threads=threads,
             run_dir=run_dir,

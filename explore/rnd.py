@@ -71,6 +71,12 @@ class RNDPredictor(nn.Module):
         return self.net(x)
 
 
+def channels_last(x: Tensor) -> Tensor:
+    """A copy of (B, C, H, W) `x` laid out NHWC, also for C = 1, where `x.contiguous(memory_format=...)`
+    keeps the NCHW strides (both layouts count as contiguous) and convolutions would stay NCHW."""
+    return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+
+
 def last_frame(obs: Tensor) -> Tensor:
     """(..., C, H, W) frame stack -> (..., 1, H, W), the newest frame."""
     return obs[..., -1:, :, :]
@@ -89,6 +95,7 @@ class RND(BonusModule):
     ):
         super().__init__()
         self.update_proportion = update_proportion
+        self.pixels = True  # convolutional target and predictor (ObsRND: MLPs on other observations)
         self.target = RNDTarget(frame_shape[0], out_features)
         self.predictor = RNDPredictor(frame_shape[0], out_features)
         self.target.requires_grad_(False)
@@ -103,6 +110,8 @@ class RND(BonusModule):
     def prediction_error(self, frames: Tensor) -> Tensor:
         """Per-sample mean squared error between predictor and target features; frames (B, 1, H, W)."""
         x = self.normalize_obs(frames)
+        if self.pixels and x.device.type == "cpu":
+            x = channels_last(x)  # oneDNN's NHWC convolutions: scoring a rollout is ~1.2x faster on the CPU
         return (self.predictor(x) - self.target(x)).pow(2).mean(-1)
 
     def inputs(self, obs: Obs, leading: int) -> Tensor:

@@ -226,7 +226,8 @@ def test_bonus_with_the_networks_matches_a_manual_computation():
     assert (rewards[~valid] == 0).all() and (rewards[valid] > 0).all()
     assert_close(rnd.return_filter.returns, torch.tensor(carry))
     assert_close(rnd.reward_rms.mean, torch.tensor(mean, dtype=torch.float64))
-    assert_close(rnd.reward_rms.var, torch.tensor(var, dtype=torch.float64))
+    # float64 statistics of float32 errors: the convolutions' rounding (NHWC on the CPU) shows at 1e-7
+    assert_close(rnd.reward_rms.var, torch.tensor(var, dtype=torch.float64), rtol=1e-6, atol=1e-7)
     assert_close(rnd.obs_rms.mean, torch.from_numpy(frames_mean))
     assert_close(rnd.obs_rms.var, torch.from_numpy(frames_var), rtol=1e-6, atol=1e-6)  # float32 batch var
 
