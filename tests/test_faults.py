@@ -446,6 +446,7 @@ TRAIN_ANYTHING_GOES = {
     "use_lstm": "a boolean",
     "amp": "a boolean",
     "compile": "a boolean",
+    "cpu_bf16": "a boolean",
 }
 # values that make a run that slips through validation tiny (the test then fails on the run directory)
 TRAIN_BASE = [
