@@ -36,6 +36,8 @@ class EnvpoolVecEnv(VecEnv):
         num_threads: int = 0,
         **envpool_kwargs: Any,
     ):
+        if num_envs < 1:  # envpool itself fails with a bare AssertionError
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.env_id = env_id
         self.num_envs = num_envs
         self.batch_size = batch_size or num_envs
@@ -91,7 +93,11 @@ class EnvpoolVecEnv(VecEnv):
         return obs, reward, terminated, truncated, info
 
     def close(self, **kwargs: Any) -> None:
-        self._pool.close()
+        # a constructor that failed before its pool existed still gets close() from gymnasium's
+        # VectorEnv.__del__: nothing to close then, and no second error to hide the first
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.close()
         self.closed = True
 
 

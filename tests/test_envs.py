@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -201,3 +204,21 @@ def test_unknown_id_suggests_the_close_match():
 def test_zero_envs_is_a_value_error_naming_the_value():
     with pytest.raises(ValueError, match=r"num_envs must be >= 1, got 0"):
         envs.make("MontezumaRevenge-v5", num_envs=0)
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [
+        ({"num_envs": 0}, "num_envs must be >= 1, got 0"),
+        ({"num_envs": 2, "no_such_setting": 1}, "no_such_setting"),
+    ],
+)
+def test_a_failed_constructor_raises_only_its_own_error(monkeypatch, bad, error):
+    """The constructor's error is the one the user sees: gymnasium's VectorEnv.__del__ calls close()
+    on the half-built env, which must not raise a second error (an AttributeError on `_pool`)."""
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises((ValueError, TypeError), match=error):
+        AtariVecEnv("Pong-v5", **bad)
+    gc.collect()
+    assert [f"{u.exc_type.__name__}: {u.exc_value}" for u in unraisable] == []
