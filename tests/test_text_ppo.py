@@ -10,7 +10,15 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("textworld_express")
 
-from agents.llm.ppo import CREDITS, Config, Rollout, compute_advantages, train, validate  # noqa: E402
+from agents.llm.ppo import (  # noqa: E402
+    CREDITS,
+    Config,
+    Rollout,
+    compute_advantages,
+    episode_game_seeds,
+    train,
+    validate,
+)
 from explore.checkpoint import load_checkpoint  # noqa: E402
 from explore.errors import ConfigError  # noqa: E402
 
@@ -132,6 +140,33 @@ def test_config_errors_name_the_value():
         validate(Config(model_path="/nowhere/model"))
     with pytest.raises(ConfigError, match="--env-kwargs"):
         validate(Config(env_kwargs="numLocations"))
+
+
+def test_episodic_credits_on_babyai_text_are_refused_naming_why():
+    # its envpool pool seeds env i with s + i: two envs of a group cannot play one game seed
+    with pytest.raises(ConfigError, match="--credit 'grpo'.*BabyAI-Text-GoTo-v0.*s \\+ i"):
+        validate(Config(env_id="BabyAI-Text-GoTo-v0", credit="grpo", num_envs=4, group_size=2))
+
+
+def test_episode_game_seeds_are_one_per_group_and_fit_int32_at_the_largest_seed():
+    # by hand: seed 1, update 2, two groups of two envs: 1 * 1_000_003 + 2 * 2 + group
+    assert episode_game_seeds(seed=1, update=2, num_envs=4, group_size=2) == [1_000_007] * 2 + [1_000_008] * 2
+    largest = 2**31 - 1 - 10_000  # the largest --seed validate accepts (it derives seed .. seed + 10_000)
+    for seed in (2148, 1_000_000, largest):  # seed * 1_000_003 alone passes 2**31 from seed 2148 on
+        for update in (0, 1, 10**6):
+            seeds = episode_game_seeds(seed=seed, update=update, num_envs=6, group_size=2)
+            assert all(0 <= s <= 2**31 - 1 for s in seeds), (seed, update, seeds)
+            assert seeds[0::2] == seeds[1::2]  # the envs of a group share their game
+            assert seeds[0::2] == list(range(seeds[0], seeds[0] + 3))  # the groups play distinct games
+    # the simulators with int32 seeds take them (envpool asserted "Seed should be in range of int32")
+    pytest.importorskip("envpool")
+    from envs.text.babyai_text import BabyAITextEnv
+
+    env = BabyAITextEnv("BabyAI-Text-GoTo-v0")
+    for game_seed in sorted(set(episode_game_seeds(seed=largest, update=3, num_envs=4, group_size=2))):
+        text, _ = env.reset(seed=game_seed)
+        assert text
+    env.close()
 
 
 def test_grpo_and_tempo_advantages_follow_the_groups():

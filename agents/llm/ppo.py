@@ -71,7 +71,7 @@ from explore.credit import (
     unpack_tokens,
 )
 from explore.device import resolve_device
-from explore.errors import ConfigError, UnknownEnvError
+from explore.errors import MAX_SEED, ConfigError, UnknownEnvError
 from explore.logger import Logger
 from explore.obs import text_keys
 from explore.system import env_threads, set_torch_threads
@@ -325,6 +325,13 @@ def validate(config: Config) -> None:
                 f"--credit {config.credit} needs groups of >= 2 envs that divide "
                 f"--num-envs {config.num_envs}",
             )
+        if config.env_id.startswith("BabyAI-Text-"):
+            fail(
+                "credit",
+                config.credit,
+                f"{config.env_id} cannot give a group one game: its envpool pool seeds env i with s + i; "
+                "choose --credit action, poad or ntpo, or a TWX/TextWorld game",
+            )
         if config.num_turns < config.max_episode_steps:
             fail(
                 "num_turns",
@@ -357,6 +364,23 @@ def validate(config: Config) -> None:
         check_writable_dir(config.resume, flag="--resume")
     else:
         check_writable_dir("runs", flag="--run-dir")
+
+
+def episode_game_seeds(seed: int, update: int, num_envs: int, group_size: int) -> list[int]:
+    """The game seed of each env in rollout `update` of an episodic credit (grpo/tempo/ktae): the
+    `group_size` envs of group g play seed start + g, start = seed * 1_000_003 + update * num_groups.
+
+    Runs and updates get disjoint seed ranges while that stays below 2**31; past it (from --seed 2148)
+    it wraps modulo, keeping the groups' seeds consecutive and every seed a valid int32, which the
+    envpool simulators assert (a Python int of any size reached them before)."""
+    num_groups = num_envs // group_size
+    start = wrap_seed(seed * 1_000_003 + update * num_groups, num_groups)
+    return [start + i // group_size for i in range(num_envs)]
+
+
+def wrap_seed(start: int, span: int) -> int:
+    """`start` modulo the seeds s with s .. s + span - 1 all valid (int32): unchanged when it fits."""
+    return start % (MAX_SEED + 2 - span)
 
 
 def default_run_dir(config: Config) -> Path:
@@ -751,9 +775,8 @@ def _train(
     ro = Rollout.allocate(T, N, P, A, policy.pad_id, device)
     renderer = policy.renderer
     episodic = config.credit in EPISODIC_CREDITS
-    num_groups = N // config.group_size if episodic else 0
 
-    obs, infos = envs.reset(seed=config.seed + 7919 * start_update)
+    obs, infos = envs.reset(seed=wrap_seed(config.seed + 7919 * start_update, N))  # env i plays seed + i
     history: list[list[tuple[str, str]]] = [[] for _ in range(N)]
     episode_return = np.zeros(N)
 
@@ -778,8 +801,7 @@ def _train(
             )
         if episodic:
             # every group of group_size envs plays one game seed, from the start, once
-            seeds = [config.seed * 1_000_003 + update * num_groups + i // config.group_size for i in range(N)]
-            obs, infos = envs.reset(seed=seeds)
+            obs, infos = envs.reset(seed=episode_game_seeds(config.seed, update, N, config.group_size))
             history = [[] for _ in range(N)]
             episode_return[:] = 0.0
             if bonus is not None:  # every env starts a new episode: episodic counts restart
