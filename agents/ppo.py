@@ -354,6 +354,7 @@ def make_bonus(config: Config, observation_space, action_space, device: torch.de
         action_space=action_space,
         device=device,
         gamma_int=config.int_gamma,
+        run_dir=config.run_dir,  # train() has resolved it by now
     )
     return build_bonus(config.bonus, context, config)  # the bonus flags are Config's own fields
 

@@ -240,6 +240,8 @@ class BonusContext:
     """discount of the intrinsic stream (RND's and the "return" normalization's)"""
     episodic_partner: bool = False
     """set by build_bonus for the non-episodic factors of a product that has an episodic factor"""
+    run_dir: str | None = None
+    """the run's directory, where a bonus keeps its own files by default (None: no run, e.g. a library call)"""
 
     def __post_init__(self) -> None:
         if self.num_envs < 1:

@@ -45,6 +45,7 @@ holds the model, its statistics, the preferences and the captions, so a resumed 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import importlib
 import json
 import logging
@@ -157,8 +158,8 @@ class JudgeRewardConfig(BonusConfig):
     """judge bonus: a directory with reward_model.pt and preferences.jsonl to start from
     (`explore judge-reward fit`)"""
     judge_save_dir: str | None = None
-    """judge bonus: where preferences.jsonl and reward_model.pt are written after each fit (e.g. the run
-    directory)"""
+    """judge bonus: where preferences.jsonl and reward_model.pt are written after each fit (None:
+    <run-dir>/judge)"""
     judge_freeze: bool = False
     """judge bonus, motif: keep the loaded reward model (no new preferences, no refits)"""
     judge_seed: int = 0
@@ -941,6 +942,8 @@ def make_reward_judge(
 def build_judge_reward(context: BonusContext, config: JudgeRewardConfig) -> JudgeRewardBonus:
     """Builder for the bonus registry (`--bonus judge`, configured by the --judge-* flags)."""
     config.validate_bonus_settings()
+    if config.judge_save_dir is None and context.run_dir is not None:
+        config = dataclasses.replace(config, judge_save_dir=str(Path(context.run_dir) / "judge"))
     if context.observation_space is None:
         raise ConfigError("bonus 'judge' needs BonusContext.observation_space (its captions depend on it)")
     captioner = (

@@ -515,3 +515,29 @@ def test_the_judge_flags_are_trainer_flags_and_reach_the_bonus_config():
     # Atari frames have no captions: refused before any run directory, naming the bonus and the env
     with pytest.raises(ConfigError, match=r"bonus 'judge' cannot read the observations of MontezumaRevenge"):
         validate(tyro.cli(Config, args=["--bonus", "judge", "--run-dir", "/nonexistent/never"]))
+
+
+def test_the_save_dir_defaults_to_the_run_directory(tmp_path):
+    """Unset --judge-save-dir means <run-dir>/judge; a flag given wins; a library call without a run
+    directory saves nothing."""
+    import dataclasses
+
+    import gymnasium as gym
+
+    from explore.bonus import BonusContext
+    from explore.judge_reward import build_judge_reward
+
+    text = gym.spaces.Text(max_length=64)
+    config = JudgeRewardConfig(judge_kind="oracle", judge_mode="ellm")
+    in_run = BonusContext(1, text, run_dir=str(tmp_path / "run"))
+    chosen = dataclasses.replace(config, judge_save_dir=str(tmp_path / "elsewhere"))
+    for context, given, expected in [
+        (in_run, config, str(tmp_path / "run" / "judge")),
+        (in_run, chosen, str(tmp_path / "elsewhere")),
+        (BonusContext(1, text), config, None),
+    ]:
+        bonus = build_judge_reward(context, given)
+        try:
+            assert bonus.config.judge_save_dir == expected
+        finally:
+            bonus.close()

@@ -458,11 +458,18 @@ def build_policy(config: Config, run_dir: Path, device: torch.device, envs) -> T
 TEXT_OBSERVATIONS = gym.spaces.Text(max_length=1 << 20)
 
 
-def make_text_bonus(config: Config, device: torch.device) -> BonusModule | None:
+def make_text_bonus(config: Config, device: torch.device, run_dir: Path | None = None) -> BonusModule | None:
     """The bonus expression of `config` for text observations, or None for 'none'."""
     if config.bonus == "none":
         return None
-    context = BonusContext(config.num_envs, TEXT_OBSERVATIONS, None, device, gamma_int=config.gamma)
+    context = BonusContext(
+        config.num_envs,
+        TEXT_OBSERVATIONS,
+        None,
+        device,
+        gamma_int=config.gamma,
+        run_dir=None if run_dir is None else str(run_dir),
+    )
     bonus = build_bonus(config.bonus, context, config)
     trained = [name for name, p in bonus.named_parameters() if p.requires_grad]
     if trained:  # no optimizer here trains a bonus's networks; the text bonuses have none
@@ -746,7 +753,7 @@ def _train(
     threads_note = set_torch_threads(config.torch_threads, env_threads([envs]))
     policy = build_policy(config, run_dir, device, envs)
     params = [p for p in policy.parameters() if p.requires_grad]
-    bonus = make_text_bonus(config, device)
+    bonus = make_text_bonus(config, device, run_dir)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=1e-5)
     # events after the checkpoint's step are dropped (those at its step were logged before it was saved)
     logger = Logger(run_dir, resumed_step=resumed["global_step"] if resumed else None)
