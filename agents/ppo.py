@@ -67,32 +67,39 @@ BONUS_HELP = (
 
 
 @dataclass
-class Config(BonusSettings):  # the bonus flags (--update-proportion, --state-key, ...) come from the bonuses
-    """PPO with an intrinsic bonus (default: PPO + RND on Montezuma's Revenge, the RND paper's settings)."""
+class ExperimentSettings:
+    """The flags most runs set, first in `explore train --help`: Config lists this base's fields before
+    the bonus flags it inherits from BonusSettings (a dataclass lists its last base's fields first)."""
 
-    # --- experiment ---
     env_id: str = "MontezumaRevenge-v5"
     """environment id (`explore list-envs` lists them; `Explore/` prefix optional)"""
-    bonus: Annotated[str, tyro.conf.arg(help=BONUS_HELP)] = "rnd"
-    """BONUS_HELP: an intrinsic bonus expression over the registered bonus names, or 'none'"""
+    total_timesteps: int = 2_000_000_000
+    """total agent steps over all envs (of all ranks under torchrun)"""
     seed: int = 1
     """seed of torch, numpy and the environments (under torchrun, rank r seeds its envs from
     seed + r * num_envs and its sampling from seed + r)"""
-    total_timesteps: int = 2_000_000_000
-    """total agent steps over all envs (of all ranks under torchrun)"""
-    device: str = "auto"
-    """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"""
     run_dir: str | None = None
     """where TensorBoard logs, config.json and checkpoint.pt go; None: runs/<env>__<bonus>__<seed>__<time>"""
-    resume: str | None = None
-    """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
     preset: Literal["paper", "quick", "minihack", "minigrid", "minigrid-fast", "deepsea"] = "paper"
     """defaults to start from: 'paper' (RND on Atari, 128 envs, for a GPU), 'quick' (the same, a few minutes on
     a CPU), 'minihack' or 'minigrid' (E3B settings for the grid suites)"""
+    bonus: Annotated[str, tyro.conf.arg(help=BONUS_HELP)] = "rnd"
+    """BONUS_HELP: an intrinsic bonus expression over the registered bonus names, or 'none'"""
+    device: str = "auto"
+    """'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'"""
+    resume: str | None = None
+    """a run directory to resume from its last checkpoint, with its saved config (flags given here override it)"""
     checkpoint_interval: int = 10
     """save a checkpoint every this many updates (and at the end)"""
     progress: bool = True
     """show a progress bar with SPS and the latest return"""
+
+
+@dataclass
+class Config(
+    BonusSettings, ExperimentSettings
+):  # the bonus flags (--update-proportion, ...) come from the bonuses
+    """PPO with an intrinsic bonus (default: PPO + RND on Montezuma's Revenge, the RND paper's settings)."""
 
     # --- environments ---
     num_envs: int = 128

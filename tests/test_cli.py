@@ -145,7 +145,7 @@ def test_run_script_help(tmp_path):
     for flag in ("--env-id", "--num-envs", "--resume", "--preset", "--total-timesteps"):
         assert flag in result.stdout
     assert not list(tmp_path.iterdir())  # --help starts no run
-    run_dir_help = result.stdout.split("--run-dir", 1)[1].split("--resume", 1)[0]
+    run_dir_help = result.stdout.split("--run-dir", 1)[1].split("--preset", 1)[0]
     assert run_dir_help.count("(default") == 1, run_dir_help  # tyro's own, not a second from the docstring
 
 

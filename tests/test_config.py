@@ -160,6 +160,23 @@ def test_help_lists_every_registered_bonus_and_each_default_once(capsys, monkeyp
         assert "(default: " in help_of(flag), flag
 
 
+def test_help_lists_the_main_flags_first_and_declares_each_field_once(capsys, monkeypatch):
+    from explore.cli import parse_train_config
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per flag
+    with pytest.raises(SystemExit):
+        parse_train_config(["--help"])
+    words = [line.lstrip("│ ").split() for line in capsys.readouterr().out.splitlines()]
+    flags = [
+        w[0] for w in words if w and w[0][:3].startswith("--") and w[0][2:3].isalpha() and w[0] != "--help"
+    ]
+    main_flags = ["--env-id", "--total-timesteps", "--seed", "--run-dir", "--preset", "--bonus"]
+    assert flags[: len(main_flags)] == main_flags
+    assert flags.index("--bonus") < flags.index("--update-proportion")  # before every bonus's own flags
+    declared = [name for cls in ppo.Config.__mro__ for name in vars(cls).get("__annotations__", {})]
+    assert sorted(name for name in set(declared) if declared.count(name) > 1) == []
+
+
 def test_cuda_device_without_cuda(base, no_env_may_start, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
     for device in ("cuda", "cuda:1"):
