@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from explore.errors import ConfigError
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,3 +47,24 @@ def test_minigrid_example_trains_with_a_product_bonus(tmp_path, use_lstm):
         "charts/bonus_global",
     ):
         assert steps[tag] == [64, 128], tag
+
+
+def scalar_steps(run_dir: Path) -> dict[str, list[int]]:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_atari_example_trains_rnd_and_logs_montezumas_rooms(tmp_path):
+    pytest.importorskip("envpool")
+    run_dir = tmp_path / "run"
+    flags = ["--preset", "quick", "--num-envs", "4", "--env-groups", "1", "--num-steps", "16"]
+    flags += ["--num-minibatches", "2", "--update-epochs", "1", "--total-timesteps", "128"]
+    flags += ["--rnd-warmup-iterations", "1", "--no-progress", "--run-dir", str(run_dir)]
+    result = load("runs/atari_rnd.py").main(flags)
+    assert result["global_step"] == 128
+    steps = scalar_steps(run_dir)
+    for tag in ("losses/policy_loss", "losses/rnd_loss", "exploration/rooms_visited"):
+        assert steps[tag] == [64, 128], tag
+    with pytest.raises(ConfigError, match="explore train --resume"):
+        load("runs/atari_rnd.py").main(["--resume", str(run_dir)])
