@@ -68,3 +68,34 @@ def test_atari_example_trains_rnd_and_logs_montezumas_rooms(tmp_path):
         assert steps[tag] == [64, 128], tag
     with pytest.raises(ConfigError, match="explore train --resume"):
         load("runs/atari_rnd.py").main(["--resume", str(run_dir)])
+
+
+def test_minihack_example_trains_e3b_on_worker_processes(tmp_path):
+    pytest.importorskip("minihack")
+    run_dir = tmp_path / "run"
+    flags = [
+        "--env-id",
+        "MiniHack-Room-Random-5x5-v0",
+        "--bonus",
+        "e3b",
+        "--num-envs",
+        "4",
+        "--env-groups",
+        "2",
+    ]
+    flags += [
+        "--num-steps",
+        "16",
+        "--num-minibatches",
+        "2",
+        "--update-epochs",
+        "1",
+        "--total-timesteps",
+        "128",
+    ]
+    flags += ["--device", "cpu", "--no-progress", "--run-dir", str(run_dir)]
+    result = load("runs/minihack.py").main(flags)
+    assert result["global_step"] == 128
+    steps = scalar_steps(run_dir)
+    for tag in ("losses/policy_loss", "losses/e3b_loss", "charts/bonus_episodic"):
+        assert steps[tag] == [64, 128], tag
