@@ -183,6 +183,8 @@ def _stop(workers: Sequence[Worker], timeout: float) -> None:
     for worker in workers:
         if worker.process is not None:
             with contextlib.suppress(ValueError):
+                if worker.process.pid is None:  # its start() failed: nothing to wait for, nor to raise
+                    continue
                 worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
     for worker in workers:
         process = worker.process

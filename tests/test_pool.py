@@ -7,8 +7,10 @@ envs report after a restart (tests/test_minihack.py, tests/test_text_envs.py).
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
+import multiprocessing.process
 import os
 import signal
 import time
@@ -287,3 +289,15 @@ def test_an_ale_lockstep_step_lost_with_its_worker_raises_naming_it():
         ):
             batch.step(np.zeros(2, dtype=np.int64))
     assert gone(pid)
+
+
+def test_a_worker_that_cannot_be_started_raises_that_error_alone(monkeypatch):
+    """A fork that fails (here a stand-in for EAGAIN: the process limit) is the error the caller sees;
+    the cleanup that follows must not raise its own (join() of a process that never started)."""
+
+    def fork_fails(process):  # test double of the OS refusing a new process
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", fork_fails)
+    with pytest.raises(OSError, match="Resource temporarily unavailable"):
+        make_pool()
