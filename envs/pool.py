@@ -173,6 +173,14 @@ class Worker:
     fds: tuple[int, ...] = ()  # what the poller watches: the pipe and the process sentinel
 
 
+def _has_answer(worker: Worker) -> bool:
+    """Whether a message (or the end of the pipe) waits to be read from `worker`."""
+    try:
+        return worker.conn is not None and worker.conn.poll()
+    except (EOFError, OSError):  # the pipe is gone: the event loop restarts the worker
+        return True
+
+
 def _stop(workers: Sequence[Worker], timeout: float) -> None:
     """Ask every worker to stop, then SIGTERM, then SIGKILL (which also ends a stopped one); reap."""
     for worker in workers:
@@ -337,7 +345,9 @@ class WorkerPool:
                     f"{self.label} {what}: waiting for replies no worker owes (internal error)"
                 )
             now = time.monotonic()
-            hung = [w for w in busy if not w.hung and now - w.heard >= self.timeout]
+            # silent for `timeout`: hung, unless its answer is waiting unread (this process, not the
+            # worker, was slow: descheduled on a loaded machine, or busy restarting another worker)
+            hung = [w for w in busy if not w.hung and now - w.heard >= self.timeout and not _has_answer(w)]
             if hung:
                 self._kill_hung(hung, what)
             if max_wait is not None and now - start >= max_wait:

@@ -301,3 +301,22 @@ def test_a_worker_that_cannot_be_started_raises_that_error_alone(monkeypatch):
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", fork_fails)
     with pytest.raises(OSError, match="Resource temporarily unavailable"):
         make_pool()
+
+
+def test_a_reply_that_waits_unread_while_the_caller_was_descheduled_is_not_a_hang():
+    """On a loaded machine the caller may not run for longer than `timeout` after sending; a worker that
+    answered in that time is not hung, and must not be killed for the caller's delay."""
+    pool, seen = make_pool(timeout=1.0)
+    try:
+        worker = pool.workers[0]
+        pid = worker.pid
+        pool.send(worker, "add", 3)
+        deadline = time.monotonic() + 60
+        while not worker.conn.poll() and time.monotonic() < deadline:  # the answer has arrived ...
+            time.sleep(0.01)
+        time.sleep(1.5)  # ... and the caller comes back after more than `timeout`
+        pool.pump(lambda: bool(seen.replies), "recv")
+        assert seen.replies == [(0, "add", 3, 3)]
+        assert worker.pid == pid and pool.restarts == [0, 0]
+    finally:
+        pool.close()
