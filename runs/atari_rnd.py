@@ -29,6 +29,7 @@ from agents.ppo import (  # noqa: E402
     rollout_summary,
     score,
     update_scalars,
+    uses_autocast,
     validate,
 )
 from agents.rollout import RolloutBuffer, as_policy_step  # noqa: E402
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         config.num_steps,
         device,
         reward_clip=config.reward_clip,  # extrinsic rewards clipped to [-1, 1], as in RND
+        use_amp=uses_autocast(config, device),  # bf16 forwards: cuda (--amp), CPU (--cpu-bf16)
         info_metrics=rooms,
     )
     rollout.reset()
