@@ -159,6 +159,8 @@ class RowCaptions:
     `describe(row) -> str` writes one caption; `__call__(rows)` captions a (B, D) array by describing
     only its distinct rows that the cache lacks (np.unique), so a rollout of repeated observations
     costs one description per new observation. The cache is cleared when it passes `max_size` rows.
+    Rows are compared as one D-byte string each: np.unique(axis=0) sorts them as structured records,
+    15x slower (60 ms for a 4096-row rollout of BabyAI rows, most of the judge bonus's time).
     """
 
     def __init__(self, describe: Any, max_size: int = 200_000):
@@ -170,11 +172,13 @@ class RowCaptions:
         rows = np.ascontiguousarray(rows)
         if rows.shape[0] == 0:
             return []
-        distinct, inverse = np.unique(rows, axis=0, return_inverse=True)
+        # one fixed-width byte string per row: equal rows, equal strings (one width: padding cannot collide)
+        as_bytes = rows.reshape(rows.shape[0], -1).view(np.uint8).view(f"S{rows[0].nbytes}").reshape(-1)
+        _, first, inverse = np.unique(as_bytes, return_index=True, return_inverse=True)
         if len(self.cache) > self.max_size:
             self.cache.clear()
         texts = []
-        for row in distinct:
+        for row in rows[first]:
             key = row.tobytes()
             text = self.cache.get(key)
             if text is None:

@@ -29,12 +29,16 @@ judge reads and what the reward is keyed by.
 
 Judges in the hot loop. Embeddings and judge questions are answered by background threads
 (`BackgroundBatcher`), in batches, cached by caption (or pair). `bonus()` submits what is missing
-and waits at most `judge_deadline_s` in all (not at all when a queue is already more than a batch behind:
-`skipped_waits`); what is still missing then gets the fallback: the caption's
-last value (its cached value) if it had one, else 0. A judge that fails answers with its own
+and waits for it at most `judge_deadline_s` in all, and at most `judge_max_wait_fraction` of the
+rollout's time (the time since the previous call); not at all when waiting cannot help (`skipped_waits`:
+a queue is already more than a batch behind, or at the batcher's measured seconds per key the answers
+would come after the wait's end). What is still missing then gets the fallback: the caption's
+last value (its cached value) if it had one, else 0. In ellm mode the goal thread embeds the goals it
+picks, so a rollout waits for goals and embeddings at once, not one after the other. A judge that fails answers with its own
 fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a batch that raises is
 dropped and asked again when its captions recur. Everything is counted in `metrics()` and logged as
-judge/* scalars: late, fallback_cached, fallback_zero, batch_failures, wait_s, wait_fraction,
+judge/* scalars: late, fallback_cached, fallback_zero, batch_failures, wait_s and wait_fraction (blocked
+on the judge and the embeddings), bonus_s and bonus_fraction (all of bonus(), the captions included),
 captions, preferences, fits, and the judge's own calls, fallbacks, cache hits.
 
 Saved: the preferences (`preferences.jsonl`) and the fitted model (`reward_model.pt`) are written
@@ -152,6 +156,9 @@ class JudgeRewardConfig(BonusConfig):
     """judge bonus: judge questions waiting at most; beyond it the oldest are dropped (the newest are served first)"""
     judge_deadline_s: float = 0.5
     """judge bonus: the most seconds a rollout waits for the judge and the embeddings; then the fallback"""
+    judge_max_wait_fraction: float = 0.1
+    """judge bonus: a rollout waits for the judge at most this fraction of its time (the time since the
+    bonus's previous call), and at most --judge-deadline-s; 1: only the deadline"""
     judge_batch_size: int = 64
     """judge bonus: captions (or pairs) per judge / embedding batch"""
     judge_reward_model: str | None = None
@@ -187,6 +194,11 @@ class JudgeRewardConfig(BonusConfig):
                 "expected a cosine in [-1, 1]",
             ),
             ("judge_deadline_s", 0 <= self.judge_deadline_s < math.inf, "expected finite seconds >= 0"),
+            (
+                "judge_max_wait_fraction",
+                0 <= self.judge_max_wait_fraction <= 1,
+                "expected a number in [0, 1]",
+            ),
             ("judge_timeout", 0 < self.judge_timeout < math.inf, "expected finite seconds > 0"),
             ("judge_hidden", self.judge_hidden >= 0, "expected an integer >= 0"),
             ("judge_learning_rate", 0 < self.judge_learning_rate < math.inf, "expected a finite number > 0"),
@@ -381,7 +393,9 @@ class CaptionEmbedder:
     """Unit-norm sentence embeddings of captions, cached by caption, safe to call from several threads.
 
     `encode(texts) -> (n, d)` is the model: by default all-MiniLM-L6-v2 (explore.judge.embedding's
-    loader; `model_path` for another local directory).
+    loader; `model_path` for another local directory). One thread encodes at a time (a fast tokenizer
+    is not safe to share across threads), but the cache is read outside that: a call whose captions are
+    all cached (the goal thread's, the reward model's) never waits for another thread's encoding.
     """
 
     def __init__(
@@ -410,22 +424,29 @@ class CaptionEmbedder:
         self.cache_size = cache_size
         self.device = torch.device(device)
         self.cache: dict[str, Tensor] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the cache
+        self._encode_lock = threading.Lock()  # the model
         self.encoded = 0
 
-    def __call__(self, texts: list[str]) -> Tensor:
+    def _cached(self, texts: list[str]) -> dict[str, Tensor]:
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
-            if missing:
-                vectors = self.encode(missing).to(self.device, torch.float32)
-                fresh = dict(zip(missing, vectors, strict=True))
-                self.cache.update(fresh)
-                self.encoded += len(missing)
-            else:
-                fresh = {}
-            rows = [fresh[t] if t in fresh else self.cache[t] for t in texts]
-            forget_oldest(self.cache, self.cache_size)
-            return torch.stack(rows) if rows else torch.zeros(0, 0)
+            return {t: v for t in dict.fromkeys(texts) if (v := self.cache.get(t)) is not None}
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        found = self._cached(texts)
+        if len(found) < len(set(texts)):
+            with self._encode_lock:
+                found = self._cached(texts)  # another thread may have encoded some while this one waited
+                missing = [t for t in dict.fromkeys(texts) if t not in found]
+                if missing:
+                    vectors = self.encode(missing).to(self.device, torch.float32)
+                    fresh = dict(zip(missing, vectors, strict=True))
+                    found.update(fresh)
+                    with self._lock:
+                        self.cache.update(fresh)
+                        self.encoded += len(missing)
+                        forget_oldest(self.cache, self.cache_size)
+        return torch.stack([found[t] for t in texts]) if texts else torch.zeros(0, 0)
 
 
 class BackgroundBatcher:
@@ -436,7 +457,8 @@ class BackgroundBatcher:
     (the rollout that asked is still waiting for them, older ones may never recur) and at most
     `max_queued` wait: beyond that the oldest are dropped (counted in `dropped`; asked again if they
     recur). A batch whose `compute` raises is dropped (counted in `batch_failures`, the first error
-    logged): its keys can be submitted again.
+    logged): its keys can be submitted again. `seconds_per_key` is the measured cost of a key (a moving
+    average over batches), from which `expected_seconds(keys)` says how long their answers will take.
     """
 
     def __init__(
@@ -456,6 +478,7 @@ class BackgroundBatcher:
         self.answers: dict[Hashable, Any] = {}
         self.batch_failures = 0
         self.answered = 0
+        self.seconds_per_key: float | None = None  # None until a batch has been answered
         self._queued: dict[Hashable, None] = {}
         self._running: set[Hashable] = set()
         self._cond = threading.Condition()
@@ -472,6 +495,30 @@ class BackgroundBatcher:
                 del self._queued[next(iter(self._queued))]
                 self.dropped += 1
             self._cond.notify_all()
+
+    def put(self, answers: dict[Hashable, Any]) -> None:
+        """Answers computed elsewhere (e.g. goal embeddings by the goal thread): cached, no longer queued."""
+        with self._cond:
+            self.answers.update(answers)
+            for key in answers:
+                self._queued.pop(key, None)
+            forget_oldest(self.answers, self.max_answers)
+            self._cond.notify_all()
+
+    def expected_seconds(self, keys: Sequence[Hashable]) -> float | None:
+        """Seconds until every key is answered, at the measured speed: the running batch, then the queued
+        keys among `keys` (the newest are served first). 0 when all are answered; None before any
+        measurement, or when a key is neither answered nor queued nor running (it will not be answered)."""
+        with self._cond:
+            missing = [k for k in dict.fromkeys(keys) if k not in self.answers]
+            if not missing:
+                return 0.0
+            if self.seconds_per_key is None or any(
+                k not in self._queued and k not in self._running for k in missing
+            ):
+                return None
+            queued = sum(1 for k in missing if k in self._queued)
+            return (queued + len(self._running)) * self.seconds_per_key
 
     def wait(self, keys: Sequence[Hashable], seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -513,6 +560,7 @@ class BackgroundBatcher:
                 for key in batch:
                     del self._queued[key]
                 self._running.update(batch)
+            started = time.monotonic()
             try:
                 results = list(self.compute(batch))
                 if len(results) != len(batch):
@@ -532,6 +580,9 @@ class BackgroundBatcher:
                     self.answers.update(zip(batch, results, strict=True))
                     forget_oldest(self.answers, self.max_answers)
                     self.answered += len(batch)
+                    per_key = (time.monotonic() - started) / len(batch)
+                    old = self.seconds_per_key
+                    self.seconds_per_key = per_key if old is None else 0.7 * old + 0.3 * per_key
                 self._running.difference_update(batch)
                 self._cond.notify_all()
 
@@ -614,6 +665,10 @@ class JudgeRewardBonus(BonusModule):
                 index = self.judge.choose_state(candidates, context=GOAL_CONTEXT.format(state=state))
                 picked.append(candidates.pop(index))
             goals.append(tuple(picked))
+        # embedded here, so the rollout that waits for these goals need not then wait for their embeddings
+        distinct = list(dict.fromkeys(g for picked in goals for g in picked))
+        if distinct:
+            self.embeddings.put(dict(zip(distinct, self.embed(distinct), strict=True)))
         return goals
 
     def _fit(self, preferences: dict[tuple[str, str], float], captions: list[str]) -> None:
@@ -734,12 +789,31 @@ class JudgeRewardBonus(BonusModule):
             out.append(similarity if similarity >= self.config.judge_goal_similarity else 0.0)
         return out
 
-    def _deadline(self, batcher: BackgroundBatcher) -> float:
-        """`deadline_s`, or 0 when the batcher is already more than a batch behind (waiting would not help)."""
-        if batcher.pending > self.config.judge_batch_size:
+    def _budget(self, start: float) -> float:
+        """Seconds this rollout may wait: `deadline_s`, and at most `max_wait_fraction` of the rollout's time.
+
+        With f that fraction and t the time since the previous call ended (the rollout), waiting w keeps
+        w / (t + w) <= f when w <= f t / (1 - f). The first call has no t: the deadline alone.
+        """
+        budget, fraction = self.config.judge_deadline_s, self.config.judge_max_wait_fraction
+        if self._last_call is not None and fraction < 1:
+            budget = min(budget, fraction / (1 - fraction) * (start - self._last_call))
+        return budget
+
+    def _wait(self, batcher: BackgroundBatcher, keys: list[Any], end: float) -> None:
+        """Wait for `keys` until `end` (monotonic), unless that cannot help (counted in `skipped_waits`):
+        the batcher is more than a batch behind, or its measured speed says the answers come after `end`."""
+        now = time.monotonic()
+        expected = batcher.expected_seconds(keys)
+        if expected == 0.0 or now >= end:
+            return
+        if (expected is None and batcher.pending > self.config.judge_batch_size) or (
+            expected is not None and now + expected > end
+        ):
             self.counters["skipped_waits"] += 1
-            return 0.0
-        return self.config.judge_deadline_s
+            return
+        batcher.wait(keys, end - now)
+        self.counters["blocked_s"] += time.monotonic() - now
 
     @torch.no_grad()
     def bonus(self, batch: Batch) -> Tensor:
@@ -747,6 +821,8 @@ class JudgeRewardBonus(BonusModule):
         dones = batch.get("dones")
         dones = torch.zeros_like(valid) if dones is None else dones
         start = time.monotonic()
+        end = start + self._budget(start)
+        blocked_before = self.counters["blocked_s"]
         transitions, states = self._caption_rows(batch)
         flat_valid = valid.reshape(-1).tolist()  # one host copy per rollout, with the captions
         seen = [c for c, ok in zip(transitions, flat_valid, strict=True) if ok]
@@ -754,28 +830,27 @@ class JudgeRewardBonus(BonusModule):
         if self.config.judge_mode == "motif":
             keys: list[Any] = list(dict.fromkeys(seen))
             row_keys = transitions
-            deadline = self._deadline(self.embeddings)
             self.embeddings.submit(keys)  # also for the next fit
             with self._lock:
                 fitted = self.fitted
             if fitted is None:  # no reward model yet: no reward (not a fallback)
                 values = [0.0] * len(keys)
             else:
-                self.embeddings.wait(keys, deadline)
+                self._wait(self.embeddings, keys, end)
                 values = self._values(keys, lambda k: self._motif_ready(k, fitted))
         else:
             assert states is not None
             row_keys = list(zip(states, transitions, strict=True))
             keys = list(dict.fromkeys(k for k, ok in zip(row_keys, flat_valid, strict=True) if ok))
             distinct_states = list(dict.fromkeys(s for s, _ in keys))
-            deadline = min(self._deadline(self.questions), self._deadline(self.embeddings))
+            reached = list(dict.fromkeys(c for _, c in keys))
             self.questions.submit(distinct_states)
-            self.embeddings.submit(list(dict.fromkeys(c for _, c in keys)))
-            self.questions.wait(distinct_states, deadline)
-            goals = {g for s in distinct_states for g in self.questions.answers.get(s, ())}
-            self.embeddings.submit(sorted(goals))
-            left = deadline - (time.monotonic() - start)
-            self.embeddings.wait([*sorted(goals), *(c for _, c in keys)], max(0.0, left))
+            self.embeddings.submit(reached)
+            # the goal thread embeds its goals: one wait for both queues, which work at the same time
+            self._wait(self.questions, distinct_states, end)
+            goals = sorted({g for s in distinct_states for g in self.questions.answers.get(s, ())})
+            self.embeddings.submit(goals)  # only goals whose embeddings were forgotten since
+            self._wait(self.embeddings, [*goals, *reached], end)
             values = self._values(keys, self._ellm_ready)
         table = dict(zip(keys, values, strict=True))
         raw = torch.tensor([table.get(k, 0.0) for k in row_keys], dtype=torch.float32, device=device)
@@ -783,9 +858,12 @@ class JudgeRewardBonus(BonusModule):
         counts = self.counts.update_counts(ids, valid, dones)
         rewards = episodic_division(raw.view(valid.shape), counts, self.config.judge_beta) * valid
         now = time.monotonic()
-        self.counters["wait_s"] = now - start
+        blocked = self.counters["blocked_s"] - blocked_before
+        self.counters["wait_s"], self.counters["bonus_s"] = blocked, now - start
         if self._last_call is not None:
-            self.counters["wait_fraction"] = (now - start) / max(1e-9, now - self._last_call)
+            interval = max(1e-9, now - self._last_call)
+            self.counters["wait_fraction"] = blocked / interval
+            self.counters["bonus_fraction"] = (now - start) / interval
         self._last_call = now
         self._last_mean = masked_mean(rewards, valid)
         return rewards
@@ -796,6 +874,7 @@ class JudgeRewardBonus(BonusModule):
     def metrics(self) -> dict[str, float]:
         out = {**super().metrics(), **{k.removeprefix("judge/"): v for k, v in self.judge.metrics().items()}}
         names = ("late", "fallback_cached", "fallback_zero", "skipped_waits", "wait_s", "wait_fraction")
+        names += ("bonus_s", "bonus_fraction", "blocked_s")
         out.update({k: 0.0 for k in names})
         out.update({k: float(v) for k, v in self.counters.items()})
         out.update(

@@ -8,6 +8,7 @@ real: a loopback OpenAI-compatible server (tests/test_llm_client.FakeOpenAI) tha
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 import pytest
@@ -479,7 +480,11 @@ def test_ellm_rollout_does_not_wait_past_its_deadline_for_a_slow_server_and_fall
             "http", url=server.url, model="judge", api_key="k", timeout=30.0, fallback="uniform"
         )
         config = JudgeRewardConfig(
-            judge_mode="ellm", judge_deadline_s=0.2, judge_goals_per_state=1, judge_batch_size=2
+            judge_mode="ellm",
+            judge_deadline_s=0.2,
+            judge_goals_per_state=1,
+            judge_batch_size=2,
+            judge_max_wait_fraction=1.0,  # the deadline alone (calls here come ms apart)
         )
         bonus = JudgeRewardBonus(1, table_captioner(SLOW_VOCAB), judge, OneHotEmbedder(SLOW_VOCAB), config)
         obs = torch.arange(len(SLOW_VOCAB)).view(-1, 1)
@@ -541,3 +546,117 @@ def test_the_save_dir_defaults_to_the_run_directory(tmp_path):
             assert bonus.config.judge_save_dir == expected
         finally:
             bonus.close()
+
+
+# --- the rollout's wait: bounded by the rollout's time, skipped when it cannot help ---------------------
+
+
+class GatedEmbedder(OneHotEmbedder):
+    """TEST DOUBLE: one-hot embeddings, but a batch holding a caption in `gated` blocks until `gate` is set."""
+
+    def __init__(self, vocabulary: list[str], gated: set[str]):
+        super().__init__(vocabulary)
+        self.gated = gated
+        self.gate = threading.Event()
+        self.inside = threading.Event()  # set once a gated batch is being encoded
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        if self.gated & set(texts):
+            self.inside.set()
+            self.gate.wait(120)
+        return super().__call__(texts)
+
+
+def _ellm_bonus(embed, **settings) -> JudgeRewardBonus:
+    config = JudgeRewardConfig(judge_mode="ellm", judge_goals_per_state=1, judge_beta=0.0, **settings)
+    return JudgeRewardBonus(1, table_captioner(VOCAB), make_judge("oracle"), embed, config)
+
+
+def _batch(obs: list[int], next_obs: list[int]) -> dict[str, torch.Tensor]:
+    return {
+        "obs": torch.tensor(obs).view(-1, 1),
+        "next_obs": torch.tensor(next_obs).view(-1, 1),
+        "valid": torch.ones(len(obs), 1, dtype=torch.bool),
+        "dones": torch.zeros(len(obs), 1, dtype=torch.bool),
+    }
+
+
+def test_row_captions_describe_each_distinct_row_once_and_keep_its_dtype():
+    from envs.core import RowCaptions
+
+    described = []
+    captions = RowCaptions(lambda row: described.append(row.copy()) or f"{row.dtype} {row.tolist()}")
+    # rows that differ only in trailing zeros, an all-zero row, repeats; int64 (8 bytes a value)
+    rows = np.array([[1, 0, 0], [1, 0, 1], [0, 0, 0], [1, 0, 0], [0, 0, 0], [256, 0, 0]], dtype=np.int64)
+    assert captions(rows) == [
+        "int64 [1, 0, 0]",
+        "int64 [1, 0, 1]",
+        "int64 [0, 0, 0]",
+        "int64 [1, 0, 0]",
+        "int64 [0, 0, 0]",
+        "int64 [256, 0, 0]",
+    ]
+    assert len(described) == 4  # one description per distinct row
+    assert captions(rows[[5, 1]]) == ["int64 [256, 0, 0]", "int64 [1, 0, 1]"] and len(described) == 4
+    assert captions(np.zeros((0, 3), dtype=np.uint8)) == []
+
+
+def test_caption_embedder_serves_cached_captions_while_another_thread_encodes():
+    from explore.judge_reward import CaptionEmbedder
+
+    double = GatedEmbedder(VOCAB, gated={"It's a wall."})
+    embed = CaptionEmbedder(encode=double)
+    embed(["You moved."])  # cached
+    encoding = threading.Thread(target=embed, args=(["It's a wall."],))
+    encoding.start()
+    assert double.inside.wait(60)  # the other thread is inside the model now, and stays there
+    assert embed(["You moved."]).tolist() == [[1.0, 0.0, 0.0, 0.0]]  # answered from the cache meanwhile
+    assert encoding.is_alive()
+    double.gate.set()
+    encoding.join(60)
+    assert embed.encoded == 2
+
+
+def test_the_goal_thread_embeds_the_goals_it_picks():
+    vocab = ["You moved.", "You see here a key.", "A key and a door are in view.", "It's a wall."]
+    config = JudgeRewardConfig(judge_mode="ellm", judge_goals_per_state=1)
+    bonus = JudgeRewardBonus(1, table_captioner(vocab), make_judge("oracle"), OneHotEmbedder(vocab), config)
+    bonus.visits.update(vocab)  # the goal vocabulary: every caption
+    bonus.questions.submit(["You moved."])
+    bonus.questions.wait(["You moved."], 60)
+    # the oracle's goal for "You moved.": the other caption with the most progress terms (2)
+    assert bonus.questions.answers["You moved."] == ("A key and a door are in view.",)
+    # its embedding is there already, though no rollout asked the embedding thread for it
+    assert bonus.embeddings.answers["A key and a door are in view."].tolist() == [0.0, 0.0, 1.0, 0.0]
+    bonus.close()
+
+
+def test_rollout_does_not_wait_for_answers_measured_to_come_after_its_deadline():
+    double = GatedEmbedder(VOCAB, gated={"It's a wall."})
+    bonus = _ellm_bonus(double, judge_deadline_s=60.0, judge_max_wait_fraction=1.0)
+    bonus.bonus(_batch([0, 1], [1, 2]))  # moved -> key -> door: embedded at once (not gated)
+    assert bonus.metrics()["late"] == 0
+    bonus.embeddings.seconds_per_key = 100.0  # as if measured: 100 s a caption, beyond the 60 s deadline
+    start = time.monotonic()
+    rewards = bonus.bonus(_batch([2], [3]))  # door -> wall: the wall's embedding is held by the double
+    assert time.monotonic() - start < 30.0  # it did not wait out the 60 s deadline
+    metrics = bonus.metrics()
+    assert metrics["skipped_waits"] >= 1 and metrics["late"] == metrics["fallback_zero"] == 1
+    assert rewards.tolist() == [[0.0]]
+    double.gate.set()
+    bonus.close()
+
+
+def test_rollout_waits_at_most_its_fraction_of_the_time_between_rollouts():
+    double = GatedEmbedder(VOCAB, gated={"It's a wall."})
+    bonus = _ellm_bonus(double, judge_deadline_s=60.0, judge_max_wait_fraction=0.1)
+    bonus.bonus(_batch([0, 1], [1, 2]))  # answered at once: the embedder's measured speed is fast
+    time.sleep(1.0)  # the rollout: 1 s, so the next call may wait about 0.1 / 0.9 s, not the 60 s deadline
+    start = time.monotonic()
+    bonus.bonus(_batch([2], [3]))
+    assert time.monotonic() - start < 30.0
+    metrics = bonus.metrics()
+    assert metrics["late"] == metrics["fallback_zero"] == 1
+    assert 0 < metrics["wait_s"] <= metrics["bonus_s"]  # it did wait (the estimate said it could help)
+    double.gate.set()
+    bonus.close()
