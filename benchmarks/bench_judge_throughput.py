@@ -11,12 +11,23 @@ Measured, each on distinct captions (nothing is answered from a cache):
 - oracle: `OracleJudge.prefer` (rules): caption pairs/s.
 Captions are MiniHack-style event captions made distinct by a counter. One warm-up batch is left out
 of each timing. Prints one JSON line per judge.
+
+    python benchmarks/bench_judge_throughput.py --wait-fraction    # the rollout's wait, in training
+
+--wait-fraction instead trains (`python -m explore train`, this checkout) with the judge bonus on a
+BabyAI level, ellm and motif with the embedding judge, and reads the judge/* scalars the run logged:
+judge/wait_fraction (the time the rollout was blocked on the judge and the embeddings over the time
+between two rollouts; the target is <= 10 %), judge/bonus_fraction (all of the bonus's time, the
+captions included), late answers, skipped waits and SPS. The first update (model loading, nothing
+cached) is left out of the means. One JSON line per mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,12 +57,57 @@ def timed(fn, items: list, batch_size: int) -> float:
     return len(rest) / (time.perf_counter() - start)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+WAIT_SCALARS = ("wait_fraction", "bonus_fraction", "late", "fallback_zero", "skipped_waits", "pending")
+
+
+def wait_fraction(args: argparse.Namespace) -> None:
+    """Train briefly with the judge bonus (ellm, then motif) and print the judge/* scalars of the rollouts."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = args.num_envs * args.num_steps * args.updates
+    for mode in ("ellm", "motif"):
+        with tempfile.TemporaryDirectory() as run_dir:
+            command = [
+                sys.executable, "-m", "explore", "train", "--preset", "minigrid", "--env-id", args.env_id,
+                "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
+                "--total-timesteps", str(steps), "--device", "cpu", "--torch-threads", "1", "--no-progress",
+                "--bonus", "judge", "--judge-mode", mode, "--judge-kind", "embedding",
+                "--judge-device", "cpu", "--run-dir", run_dir,
+            ]  # fmt: skip
+            subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+            events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+            events.Reload()
+            tags = set(events.Tags()["scalars"])
+            row: dict[str, object] = {"mode": mode, "judge": "embedding", "env_id": args.env_id}
+            row["updates"] = len(events.Scalars("charts/SPS"))
+            row["sps"] = events.Scalars("charts/SPS")[-1].value
+            for name in WAIT_SCALARS:
+                values = [e.value for e in events.Scalars(f"judge/{name}")] if f"judge/{name}" in tags else []
+                if name.endswith("fraction"):  # per rollout; the first has no previous rollout
+                    rest = values[1:]
+                    row[name] = round(sum(rest) / len(rest), 4) if rest else None
+                    row[f"{name}_max"] = round(max(rest), 4) if rest else None
+                else:  # counters: the run's total
+                    row[name] = values[-1] if values else None
+            row["load_average"] = [round(x, 2) for x in os.getloadavg()]
+            print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--captions", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--wait-fraction", action="store_true", help="measure the rollout's wait in training")
+    parser.add_argument("--env-id", default="BabyAI-GoToLocal-v0", help="--wait-fraction: the level")
+    parser.add_argument("--num-envs", type=int, default=4, help="--wait-fraction: envs")
+    parser.add_argument("--num-steps", type=int, default=32, help="--wait-fraction: steps per rollout")
+    parser.add_argument("--updates", type=int, default=12, help="--wait-fraction: rollouts")
     args = parser.parse_args()
+    if args.wait_fraction:
+        wait_fraction(args)
+        return
     n, b = args.captions, args.batch_size
     results = []
 
