@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARGS=(--tasks BabyAI-UnlockLocal-v0 --preset minigrid-fast --total-timesteps 98304
-  --common "--num-envs 32 --env-groups 1 --device cpu"
+  "--common=--num-envs 32 --env-groups 1 --device cpu"
   --methods ppo=none count_e=count_e "judge_oracle=judge --judge-kind oracle --judge-device cpu"
   "judge_embedding=judge --judge-kind embedding --judge-device cpu"
   --jobs 1 --torch-threads 1 --root runs/judge_study/unlock --out benchmarks/judge_study_unlock)
