@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The judge-reward study on BabyAI-UnlockLocal (benchmarks/judge_reward_study.md): 4 arms x 5 seeds, one
+# The judge-reward study on MiniGrid-DoorKey-5x5 (BabyAI captions) (benchmarks/judge_reward_study.md): 4 arms x 5 seeds, one
 # `explore bench` per seed so that an unfinished study has every arm at the seeds it reached.
 # Resumable: rerun this script; finished runs are skipped, killed ones resume from their checkpoint.
-# Rows land in benchmarks/judge_study_unlock_runs.csv; the table and curves are rewritten at each seed.
+# Rows land in benchmarks/judge_study_doorkey_runs.csv; the table and curves are rewritten at each seed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ARGS=(--tasks BabyAI-UnlockLocal-v0 --preset minigrid-fast --total-timesteps 98304
+ARGS=(--tasks MiniGrid-DoorKey-5x5-v0 --preset minigrid-fast --total-timesteps 98304
   "--common=--num-envs 32 --env-groups 1 --device cpu"
   --methods ppo=none count_e=count_e "judge_oracle=judge --judge-kind oracle --judge-device cpu"
   "judge_embedding=judge --judge-kind embedding --judge-device cpu"
-  --jobs 1 --torch-threads 1 --root runs/judge_study/unlock --out benchmarks/judge_study_unlock)
+  --jobs 1 --torch-threads 1 --root runs/judge_study/doorkey --out benchmarks/judge_study_doorkey)
 for seed in 1 2 3 4 5; do
   python -m explore bench "${ARGS[@]}" --seeds "$seed"
 done
