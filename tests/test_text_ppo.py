@@ -216,7 +216,13 @@ def test_episodic_counts_of_text_states_by_hand():
     [
         {"bonus": "count_e"},
         pytest.param(
-            {"bonus": "judge", "judge_kind": "oracle", "judge_mode": "ellm", "judge_deadline_s": 60.0},
+            {  # the deadline alone bounds the wait (not 10 % of a rollout): every answer arrives
+                "bonus": "judge",
+                "judge_kind": "oracle",
+                "judge_mode": "ellm",
+                "judge_deadline_s": 60.0,
+                "judge_max_wait_fraction": 1.0,
+            },
             id="judge",
         ),
     ],
