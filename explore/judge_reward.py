@@ -34,10 +34,10 @@ rollout's time (the time since the previous call); not at all when waiting canno
 a queue is already more than a batch behind, or at the batcher's measured seconds per key the answers
 would come after the wait's end). What is still missing then gets the fallback: the caption's
 last value (its cached value) if it had one, else 0. In ellm mode the goal thread embeds the goals it
-picks, so a rollout waits for goals and embeddings at once, not one after the other. A judge that fails answers with its own
-fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a batch that raises is
-dropped and asked again when its captions recur. Everything is counted in `metrics()` and logged as
-judge/* scalars: late, fallback_cached, fallback_zero, batch_failures, wait_s and wait_fraction (blocked
+picks, so a rollout waits for goals and embeddings at once, not one after the other. A judge that fails
+answers with its own fallback (base.Judge: a pair an LM could not judge is "no preference", 0.5); a
+batch that raises is dropped and asked again when its captions recur. Everything is counted in
+`metrics()` and logged as judge/* scalars: late, fallback_cached, fallback_zero, batch_failures, wait_s and wait_fraction (blocked
 on the judge and the embeddings), bonus_s and bonus_fraction (all of bonus(), the captions included),
 captions, preferences, fits, and the judge's own calls, fallbacks, cache hits.
 
