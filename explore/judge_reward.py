@@ -646,16 +646,24 @@ class JudgeRewardBonus(BonusModule):
     def _embed_batch(self, captions: list[str]) -> list[Tensor]:
         return list(self.embed(captions))
 
+    def _observe(self, captions: list[str]) -> None:
+        """judge.observe a batch at a time (the embedding judge embeds what is new to it); stops at close."""
+        size = self.config.judge_batch_size
+        for start in range(0, len(captions), size):
+            if self.questions.closed:  # shutting down: a thread left inside torch aborts the exit
+                raise RuntimeError("closed")
+            self.judge.observe(captions[start : start + size])
+
     def _prefer_batch(self, pairs: list[tuple[str, str]]) -> list[float]:
         with self._lock:
             collected = list(self.visits)
-        self.judge.observe(collected)  # the embedding judge prefers what is novel among the captions seen
+        self._observe(collected)  # the embedding judge prefers what is novel among the captions seen
         return self.judge.prefer(pairs)
 
     def _goal_batch(self, states: list[str]) -> list[tuple[str, ...]]:
         with self._lock:
             vocabulary = [c for c, _ in self.visits.most_common(self.config.judge_goal_vocabulary)]
-        self.judge.observe(vocabulary)
+        self._observe(vocabulary)
         goals = []
         for state in states:
             if self.questions.closed:  # shutting down: stop between states, not mid-batch at exit
@@ -672,6 +680,13 @@ class JudgeRewardBonus(BonusModule):
         return goals
 
     def _fit(self, preferences: dict[tuple[str, str], float], captions: list[str]) -> None:
+        # embedded a batch at a time: a first fit on thousands of new captions takes minutes on a CPU, and
+        # close() (at exit) must stop it between two batches; a thread left inside torch aborts the exit
+        size = self.config.judge_batch_size
+        for start in range(0, len(captions), size):
+            if self.embeddings.closed:
+                return
+            self.embed(captions[start : start + size])
         try:
             fitted = fit_reward_model(preferences, captions, self.embed, self.config)
         except Exception as exc:  # noqa: BLE001 - a failed fit keeps the previous model

@@ -660,3 +660,26 @@ def test_rollout_waits_at_most_its_fraction_of_the_time_between_rollouts():
     assert 0 < metrics["wait_s"] <= metrics["bonus_s"]  # it did wait (the estimate said it could help)
     double.gate.set()
     bonus.close()
+
+
+def test_a_fit_embeds_a_batch_at_a_time_and_stops_when_the_bonus_closes():
+    # a first fit on many new captions is long; close() at exit must stop it between two batches
+    vocab = [f"caption {i}" for i in range(10)]
+    calls = []
+
+    def embed(texts):
+        calls.append(len(texts))
+        return OneHotEmbedder(vocab)(texts)
+
+    config = JudgeRewardConfig(judge_batch_size=4, judge_hidden=0, judge_fit_steps=10)
+    bonus = JudgeRewardBonus(1, table_captioner(vocab), make_judge("oracle"), embed, config)
+    preferences = {(vocab[0], vocab[1]): 1.0}
+    bonus._fit(preferences, vocab)
+    assert calls[:3] == [4, 4, 2] and bonus.fits == 1  # 10 captions in batches of 4, then the fit
+    bonus.close()
+    calls.clear()
+    bonus._fit(preferences, [f"new {i}" for i in range(10)])  # closed: nothing embedded, nothing fit
+    assert calls == [] and bonus.fits == 1
+    bonus.visits.update(vocab)
+    with pytest.raises(RuntimeError, match="closed"):  # nor does the judge thread observe new captions
+        bonus._prefer_batch([(vocab[0], vocab[1])])
