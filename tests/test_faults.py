@@ -363,6 +363,7 @@ MISSING_DIR = "<tmp>/no_such_run"
 # the judge bonus's flags, of `explore train` and `explore text`
 JUDGE_BAD: dict[str, list[str]] = {
     "judge_timeout": ["0", "-1", "nan"],
+    "judge_max_wait_fraction": ["-0.1", "1.5", "nan"],
     "judge_device": ["tpu"],
     "judge_beta": ["-1", "nan", "inf"],
     "judge_threshold_quantile": ["-0.1", "1.5", "nan"],
