@@ -16,6 +16,7 @@ trainer's envs use it.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 import tyro
 
-from agents.grid_networks import make_policy
-from envs.deepsea import NUM_ACTIONS, bsuite_action_mapping, parse_size
-from explore.counts import hash_rows
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's agents/ and envs/
+
+from agents.grid_networks import make_policy  # noqa: E402
+from envs.deepsea import NUM_ACTIONS, bsuite_action_mapping, parse_size  # noqa: E402
+from explore.counts import hash_rows  # noqa: E402
 
 
 @dataclass
