@@ -3,8 +3,7 @@ probability of moving right under bsuite's mapping, checked against hand-counted
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import runpy
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,12 +17,9 @@ from explore.counts import GlobalCount
 TOOL_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "deepsea_frontier.py"
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("deepsea_frontier", TOOL_PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def load_tool() -> dict:
+    """The script's functions by name (run as a module, not as __main__)."""
+    return runpy.run_path(str(TOOL_PATH), run_name="deepsea_frontier")
 
 
 def test_cell_visits_are_the_count_tables_visits_of_each_cell():
@@ -39,13 +35,13 @@ def test_cell_visits_are_the_count_tables_visits_of_each_cell():
     keys = count.state_key(torch.stack(next_obs), batch_dims=2)
     count.update_counts(keys, torch.ones_like(keys, dtype=torch.bool))
 
-    visits = load_tool().cell_visits(count.state_dict(), size)
+    visits = load_tool()["cell_visits"](count.state_dict(), size)
 
     expected = np.zeros((size, size), dtype=np.int64)
     expected[1, 1] = expected[2, 2] = 2
     expected[1, 0] = expected[2, 0] = 1
     np.testing.assert_array_equal(visits, expected)
-    assert load_tool().cell_visits(None, size) is None  # a run without a count bonus has no visits
+    assert load_tool()["cell_visits"](None, size) is None  # a run without a count bonus has no visits
 
 
 def test_right_probabilities_follow_bsuites_mapping():
@@ -60,7 +56,7 @@ def test_right_probabilities_follow_bsuites_mapping():
         last = [m for m in agent.modules() if isinstance(m, torch.nn.Linear)]
         actor = next(m for m in last if m.out_features == 2)
         actor.bias.copy_(torch.tensor([0.0, 2.0]))
-    p_right = load_tool().right_probabilities(agent, size, seed)
+    p_right = load_tool()["right_probabilities"](agent, size, seed)
 
     p_one = 1 / (1 + np.exp(-2.0))
     expected = np.where(mapping == 1, p_one, 1 - p_one).reshape(size, size)
