@@ -23,3 +23,11 @@ S --seeds 1 2 3 4 5 --methods "$PPON"
 S --seeds 1 2 3 4 5 --analyze-only --methods "$C01" "$C01N" "$C1N" "$C03N" "$PPON"
 # the diagnosis of a run (visits of the diagonal cells, the policy's P(right) along the treasure path):
 #   python benchmarks/deepsea_frontier.py runs/bench/ds30_sweep20k/DeepSea-N30__count0.1__1
+# N=10 and N=20 at the same setting and budget (18:05-18:20 UTC; one bench call each, seeds 1-5, count's N=20 runs first)
+for n in 20 10; do
+  nice -n 15 python -m explore bench --tasks DeepSea-N$n-v0 --preset deepsea --budget-episodes 20000 --jobs 1 --seeds 1 2 3 4 5 \
+    --root runs/bench/ds_noadvnorm --out benchmarks/deepsea_n${n}_20k --methods "$PPON" "$C03N"
+done
+# the scaling table and log-log plot of the two methods at the one setting and budget
+python benchmarks/deepsea_study.py --runs benchmarks/deepsea_n10_20k_runs.csv benchmarks/deepsea_n20_20k_runs.csv \
+  benchmarks/deepsea_n30_sweep20k_runs.csv --methods ppo_noadvnorm count0.3noadvnorm --out benchmarks/deepsea_study_20k
