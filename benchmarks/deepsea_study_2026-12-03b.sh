@@ -1,5 +1,5 @@
 #!/bin/bash
-# DeepSea N=30 follow-up (helper deepsea, 2026-12-03 16:20-18:10 UTC; benchmarks/deepsea_study.md section 2c):
+# DeepSea N=30 follow-up (helper deepsea, 2026-12-03 16:20-18:20 UTC; benchmarks/deepsea_study.md section 2c):
 # a fixed budget of 20,000 episodes per run (twice bsuite's 10,000; 619,520 steps at N=30).
 # In the session the bench calls ran in this order, at most two --jobs 1 chains at once, each with its own
 # --out (merged into benchmarks/deepsea_n30_sweep20k_runs.csv afterwards); run one after another they
