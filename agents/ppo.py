@@ -362,6 +362,7 @@ def make_bonus(config: Config, observation_space, action_space, device: torch.de
         device=device,
         gamma_int=config.int_gamma,
         run_dir=config.run_dir,  # train() has resolved it by now
+        network=config.network,
     )
     return build_bonus(config.bonus, context, config)  # the bonus flags are Config's own fields
 

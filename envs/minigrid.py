@@ -11,6 +11,12 @@ hold (see envs.core). Verified against envpool 1.2.5 (tests/test_minigrid.py pin
 - Rewards are MiniGrid's: 1 - 0.9 * steps / max_steps on reaching the goal, 0 otherwise (lava,
   a wrong object, a time limit), -1 on a collision in Dynamic-Obstacles. The reward scale
   depends on max_steps, so overriding `max_episode_steps` changes the rewards too.
+- The agent's (x, y) grid position, which envpool reports only in `info["agent_pos"]` (int32), is
+  copied into the observation as the entry "agent_pos" (`POSITION_KEY`), so that a bonus can key on
+  it (`--state-key agent_pos`: the position counts of RIDE's and NovelD's count baselines, which count
+  the full state). It is a privileged entry (explore.obs.PRIVILEGED_KEYS): the networks do not read
+  it and the whole-observation state key "obs" leaves it out. On the step that ends an episode it is
+  the final position; on the dummy step after it, the new episode's start.
 - envpool reports no success flag (its info has env_id, elapsed_step, agent_pos, mission_id and
   players), so `info["success"]` is derived here: terminated and reward > 0. That is MiniGrid's
   own definition: only reaching the goal / completing the instruction gives a positive reward,
@@ -43,6 +49,10 @@ ID_PATTERN = re.compile(r"^(MiniGrid|BabyAI)-")
 # MiniGrid's action ids (minigrid.core.actions.Actions), for scripted tests and debugging.
 LEFT, RIGHT, FORWARD, PICKUP, DROP, TOGGLE, DONE = range(7)
 
+POSITION_KEY = "agent_pos"  # the observation entry holding envpool's info["agent_pos"] (privileged)
+# MiniGrid's grids are at most a few dozen cells wide; the bound only has to contain every position
+_POSITION_SPACE = gym.spaces.Box(0, np.iinfo(np.int32).max, (2,), np.int32)
+
 
 def _envpool():
     return require("envpool", extra=EXTRA, purpose="MiniGrid and BabyAI environments")
@@ -67,6 +77,8 @@ def decode_mission(mission: np.ndarray) -> str | np.ndarray:
 class MiniGridVecEnv(EnvpoolVecEnv):
     """`num_envs` MiniGrid or BabyAI tasks; `info["success"]` marks the step that reaches the goal.
 
+    Observations are envpool's dict plus "agent_pos", the (x, y) position from envpool's info.
+
     No defaults are imposed on envpool: each task keeps its own episode limit (MiniGrid's
     rewards are scaled by it), unless the caller passes `max_episode_steps`.
     """
@@ -76,6 +88,10 @@ class MiniGridVecEnv(EnvpoolVecEnv):
 
     def __init__(self, env_id: str, num_envs: int, seed: int = 0, **kwargs: Any):
         super().__init__(env_id, num_envs, seed=seed, **kwargs)
+        self.single_observation_space = gym.spaces.Dict(
+            {**self.single_observation_space.spaces, POSITION_KEY: _POSITION_SPACE}
+        )
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
         limit = int(self._pool.spec.config.max_episode_steps)
         # BabyAI registers 0: the level sets its own limit from its size
         self.max_episode_steps: int | None = limit if limit > 0 else None
@@ -83,6 +99,7 @@ class MiniGridVecEnv(EnvpoolVecEnv):
     def _postprocess(self, obs, reward, terminated, truncated, info) -> StepResult:
         # MiniGrid gives a positive reward only for success, and success always terminates
         info["success"] = terminated & (reward > 0)
+        obs = {**obs, POSITION_KEY: info["agent_pos"]}
         return obs, reward, terminated, truncated, info
 
     decode_mission = staticmethod(decode_mission)

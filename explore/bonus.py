@@ -238,6 +238,9 @@ class BonusContext:
     device: torch.device | str = "cpu"
     gamma_int: float = 0.99
     """discount of the intrinsic stream (RND's and the "return" normalization's)"""
+    network: str = "default"
+    """the policy's architecture (explore.networks.NETWORKS): a bonus that learns an encoder of the policy's
+    shape (E3B) builds this one, so `--network compact` makes the bonus as cheap as the policy"""
     episodic_partner: bool = False
     """set by build_bonus for the non-episodic factors of a product that has an episodic factor"""
     run_dir: str | None = None

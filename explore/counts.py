@@ -40,7 +40,7 @@ from torch import Tensor
 
 from explore.bonus import Batch, BonusConfig, BonusContext, BonusModule, masked_mean, register_bonus
 from explore.errors import ConfigError, close_matches
-from explore.obs import ObservationKind
+from explore.obs import PRIVILEGED_KEYS, ObservationKind
 
 Obs = Union[Tensor, dict[str, Tensor]]  # noqa: UP007 (an alias, evaluated at runtime)
 
@@ -151,8 +151,9 @@ def _valid_specs(keys: Iterable[str]) -> list[str]:
 class StateKey:
     """Maps observations to int64 state keys by hashing the part that `spec` names.
 
-    Specs: "obs" (the full observation: the tensor, or every dict entry), "xy" (MiniHack's
-    position, blstats[..., 0:2]), "glyphs", "message", or any other dict key name. When the
+    Specs: "obs" (the full observation: the tensor, or every dict entry but the privileged ones of
+    `explore.obs.PRIVILEGED_KEYS`), "xy" (MiniHack's position, blstats[..., 0:2]), "glyphs", "message",
+    or any other dict key name, e.g. "agent_pos" (MiniGrid's (x, y) position, from envpool's state). When the
     observation space is given, the spec is checked against it at once; otherwise on first use.
     """
 
@@ -198,8 +199,8 @@ class StateKey:
         self._check_keys(list(obs) if isinstance(obs, dict) else None)
         if not isinstance(obs, dict):
             return [obs]
-        if self.spec == "obs":
-            return [obs[k] for k in sorted(obs)]
+        if self.spec == "obs":  # what the agent observes: the privileged entries only when named
+            return [obs[k] for k in sorted(obs) if k not in PRIVILEGED_KEYS]
         if self.spec == "xy":
             return [obs["blstats"][..., 0:2]]
         return [obs[self.spec]]
@@ -509,8 +510,8 @@ class EpisodicCount(BonusModule):
 @dataclass
 class StateKeyConfig(BonusConfig):
     state_key: str = "obs"
-    """what the count bonuses count: obs (the whole observation), xy (MiniHack position), glyphs, message,
-    or any observation key"""
+    """what the count bonuses count: obs (the whole observation), xy (MiniHack position), agent_pos (MiniGrid
+    position), glyphs, message, or any observation key"""
 
     def observation_problem(self, kind: ObservationKind) -> str | None:
         if kind.name == "text":  # text games give int64 keys of their strings (explore.obs.text_keys)

@@ -311,7 +311,8 @@ def build_e3b(context: BonusContext, config: E3BConfig) -> E3B:
             f"bonus 'e3b' needs a discrete action space in BonusContext (its inverse dynamics classify "
             f"actions); got {context.action_space!r}"
         )
-    encoder = make_encoder(space, config.e3b_dim)  # the policy's torso architecture, its own weights
+    # the policy's torso architecture (the compact one under --network compact), its own weights
+    encoder = make_encoder(space, config.e3b_dim, network=context.network)
     return E3B(
         context.num_envs, encoder, config.e3b_dim, int(context.action_space.n), ridge=config.e3b_lambda
     )

@@ -202,6 +202,48 @@ class MiniGridTorso(nn.Module):
         return self.fc(torch.cat(parts, dim=1))
 
 
+class CompactMiniGridTorso(nn.Module):
+    """MiniGrid/BabyAI observation -> (B, out_dim) with a few small convolutions, for speed on a CPU.
+
+    The architecture of rl-starter-files' ACModel (the torch-ac baseline NovelD's MiniGrid code also
+    builds on): the (7, 7, 3) image ids as float planes through Conv(3->16, 2x2), max-pool 2x2,
+    Conv(16->32, 2x2), Conv(32->64, 2x2) -> 64 features (7x7 -> 6x6 -> 3x3 -> 2x2 -> 1x1), about 25k
+    multiply-adds per observation against MiniGridTorso's ~1.8M. The facing direction is appended
+    one-hot, then one tanh layer of `out_dim` units. The mission is not read (fixed in MiniGrid tasks).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, out_dim: int = 64):
+        super().__init__()
+        height, width, channels = observation_space["image"].shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 16, 2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 2),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 2),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        # the (B, H, W, C) image permuted to (B, C, H, W) is already channels-last in memory: weights in the
+        # same layout spare oneDNN a reorder per call (measured ~25 % off forward + backward on 1 thread)
+        self.conv.to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            features = self.conv(torch.zeros(1, channels, height, width)).shape[1]
+        self.num_directions = (
+            _id_count(observation_space["direction"]) if "direction" in observation_space.spaces else 0
+        )
+        self.fc = nn.Sequential(layer_init(nn.Linear(features + self.num_directions, out_dim)), nn.Tanh())
+        self.out_dim = out_dim
+
+    def forward(self, obs: Obs) -> Tensor:
+        parts = [self.conv(obs["image"].permute(0, 3, 1, 2).float())]
+        if self.num_directions:
+            direction = obs["direction"].long().reshape(-1)
+            parts.append(torch.nn.functional.one_hot(direction, self.num_directions).float())
+        return self.fc(torch.cat(parts, dim=1))
+
+
 def _glyph_conv(
     embedding_dim: int, num_layers: int, hidden_channels: int = 16, out_channels: int = 8
 ) -> nn.Sequential:
@@ -321,13 +363,33 @@ def network_family(observation_space: gym.spaces.Space, supported: str = ENCODER
     return kind
 
 
-def make_encoder(observation_space: gym.spaces.Space, embed_dim: int, **kwargs: Any) -> nn.Module:
+NETWORKS = ("default", "compact")
+"""The architectures a run picks with `--network`: each family's default torso, or CompactMiniGridTorso
+(MiniGrid/BabyAI only; `--preset minigrid-fast`)."""
+
+
+def check_network(network: str, family: str) -> None:
+    """ConfigError unless `network` (`NETWORKS`) has an architecture for observation family `family`."""
+    if network not in NETWORKS:
+        raise ConfigError(f"--network {network!r} is invalid: valid networks: {', '.join(NETWORKS)}")
+    if network == "compact" and family != "minigrid":
+        raise ConfigError(f"--network compact is for MiniGrid/BabyAI observations; this space is {family}")
+
+
+def make_encoder(
+    observation_space: gym.spaces.Space, embed_dim: int, network: str = "default", **kwargs: Any
+) -> nn.Module:
     """A torso of the policy's architecture, with its own weights, mapping observations to (B, embed_dim).
 
     For bonuses that learn their own embedding (E3B's inverse-dynamics encoder); feed-forward
-    (no LSTM). kwargs go to the torso class.
+    (no LSTM). `network` is the policy's (`NETWORKS`), so that a bonus under `--network compact` costs
+    what the compact policy costs rather than the default torso's ~70x more multiply-adds. kwargs go to
+    the torso class.
     """
     family = network_family(observation_space)
+    check_network(network, family)
+    if network == "compact":
+        return CompactMiniGridTorso(observation_space, out_dim=embed_dim, **kwargs)
     if family == "frames":
         return FrameTorso(observation_space.shape[0], embed_dim, **kwargs)
     if family == "minigrid":

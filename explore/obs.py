@@ -71,14 +71,20 @@ OBSERVATION_KINDS: dict[str, ObservationKind] = {
         ObservationKind("frames", "(C, 84, 84) uint8 frame stacks (Atari)", None),
         ObservationKind(
             "minigrid",
-            "dicts of image, direction and mission (MiniGrid, BabyAI)",
-            ("image", "direction", "mission"),
+            "dicts of image, direction and mission, plus the position agent_pos for bonuses (MiniGrid, BabyAI)",
+            ("image", "direction", "mission", "agent_pos"),
         ),
         ObservationKind("minihack", "dicts of NetHack entries such as glyphs and blstats (MiniHack)", ()),
         ObservationKind("vector", "flat float vectors (bandits)", None),
         ObservationKind("text", "strings (text games)", None),
     )
 }
+PRIVILEGED_KEYS = ("agent_pos",)
+"""Dict entries that a suite adds from the simulator's state for bonuses to key on, not part of what the
+agent observes: MiniGrid's `agent_pos` (envs.minigrid), which the count baselines of RIDE and NovelD get
+through their count on the full state. The networks read their own entries by name and so skip them, and
+the whole-observation state key "obs" (explore.counts) leaves them out; a bonus reads one only when named
+(e.g. `--state-key agent_pos`)."""
 NLE_KEYS = ("glyphs", "glyphs_crop", "blstats")
 """The entries that mark a dict observation as NetHack's (any one of them)."""
 

@@ -72,3 +72,35 @@ def test_minigrid_fast_preset_trains(tmp_path):
     assert result["global_step"] == 64
     with pytest.raises(ConfigError, match="--network"):
         validate(dataclasses.replace(config, network="tiny"))
+
+
+def test_e3b_builds_the_policys_network():
+    """E3B's encoder is the policy's architecture: the compact torso under --network compact (its cost)."""
+    from explore.bonus import BonusContext
+    from explore.combine import build_bonus
+    from explore.networks import CompactMiniGridTorso, MiniGridTorso, make_encoder
+
+    def e3b(network: str):
+        context = BonusContext(
+            num_envs=2, observation_space=SPACE, action_space=gym.spaces.Discrete(7), network=network
+        )
+        (module,) = build_bonus("e3b", context).bonuses  # alone, E3B is wrapped for its normalization
+        return module
+
+    compact, default = e3b("compact"), e3b("default")
+    assert type(compact.encoder) is CompactMiniGridTorso and type(default.encoder) is MiniGridTorso
+    assert compact.encoder.out_dim == default.encoder.out_dim == 128  # --e3b-dim's default
+    # conv as in the policy's torso (by hand above), then the tanh layer (64 + 4 directions) -> 128
+    conv_params = (3 * 16 * 4 + 16) + (16 * 32 * 4 + 32) + (32 * 64 * 4 + 64)
+    assert sum(p.numel() for p in compact.encoder.parameters()) == conv_params + 68 * 128 + 128
+    obs = {
+        "image": torch.randint(0, 11, (3, 2, 7, 7, 3), dtype=torch.uint8),
+        "direction": torch.randint(0, 4, (3, 2), dtype=torch.int32),
+        "mission": torch.zeros(3, 2, 96, dtype=torch.uint8),
+    }
+    batch = {"next_obs": obs, "valid": torch.ones(3, 2, dtype=torch.bool), "dones": torch.zeros(3, 2).bool()}
+    assert compact.bonus(batch).shape == (3, 2)
+    with pytest.raises(ConfigError, match="MiniGrid"):
+        make_encoder(gym.spaces.Box(0.0, 1.0, (25,), dtype=np.float32), 8, network="compact")
+    with pytest.raises(ConfigError, match="valid networks"):
+        make_encoder(SPACE, 8, network="tiny")
