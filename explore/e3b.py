@@ -208,10 +208,17 @@ class E3B(BonusModule, PerEnvState):
         valid, dones = batch["valid"], batch["dones"]
         phi = self.embed(batch["next_obs"], leading=2, chunk_size=chunk_size)
         self._apply_pending(explained=dones.any(0).to(self.pending_reset.device))
-        rewards = torch.stack(
-            [self._score_and_update(phi[t], valid[t], dones[t]) for t in range(valid.shape[0])]
-        )
-        rewards = rewards.float()
+        # the envs each step ends an episode of, found once per rollout (one host sync): a step resets
+        # only those rows, rather than rewriting every env's (d, d) memory through a mask at every step
+        ended = dones.to(self.cov_inverse.device, torch.bool).nonzero()  # (K, 2) (step, env), step-major
+        ends_per_step = torch.bincount(ended[:, 0], minlength=valid.shape[0]).tolist()
+        ended_envs = ended[:, 1].split(ends_per_step)
+        scores = []
+        for t in range(valid.shape[0]):
+            scores.append(self._score_and_update(phi[t], valid[t]))
+            if ends_per_step[t]:
+                self.cov_inverse[ended_envs[t]] = self.initial_inverse
+        rewards = torch.stack(scores).float()
         self._last_bonus_mean = rewards.sum() / valid.sum().clamp(min=1)
         return rewards
 
