@@ -40,7 +40,7 @@ from torch import Tensor
 
 from explore.bonus import Batch, BonusConfig, BonusContext, BonusModule, masked_mean, register_bonus
 from explore.errors import ConfigError, close_matches
-from explore.obs import PRIVILEGED_KEYS, ObservationKind
+from explore.obs import ObservationKind, observed_keys
 
 Obs = Union[Tensor, dict[str, Tensor]]  # noqa: UP007 (an alias, evaluated at runtime)
 
@@ -200,7 +200,7 @@ class StateKey:
         if not isinstance(obs, dict):
             return [obs]
         if self.spec == "obs":  # what the agent observes: the privileged entries only when named
-            return [obs[k] for k in sorted(obs) if k not in PRIVILEGED_KEYS]
+            return [obs[k] for k in observed_keys(obs)]
         if self.spec == "xy":
             return [obs["blstats"][..., 0:2]]
         return [obs[self.spec]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -85,6 +85,13 @@ agent observes: MiniGrid's `agent_pos` (envs.minigrid), which the count baseline
 through their count on the full state. The networks read their own entries by name and so skip them, and
 the whole-observation state key "obs" (explore.counts) leaves them out; a bonus reads one only when named
 (e.g. `--state-key agent_pos`)."""
+
+
+def observed_keys(keys: Iterable[str]) -> list[str]:
+    """The entries of a dict observation that the agent observes (all but `PRIVILEGED_KEYS`), sorted."""
+    return sorted(k for k in keys if k not in PRIVILEGED_KEYS)
+
+
 NLE_KEYS = ("glyphs", "glyphs_crop", "blstats")
 """The entries that mark a dict observation as NetHack's (any one of them)."""
 

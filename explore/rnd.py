@@ -35,7 +35,7 @@ from explore.bonus import (
 from explore.counts import Obs, StateKey, state_key_problem
 from explore.networks import layer_init, nature_cnn
 from explore.normalize import DiscountedReturnFilter, RunningMeanStd
-from explore.obs import ObservationKind
+from explore.obs import ObservationKind, observed_keys
 
 OBS_CLIP = 5.0
 
@@ -218,7 +218,7 @@ def part_shapes(space: gym.Space, selector: StateKey) -> list[tuple[int, ...]]:
     if not isinstance(space, gym.spaces.Dict):
         return [tuple(space.shape)]
     if selector.spec == "obs":
-        return [tuple(space[k].shape) for k in sorted(space.spaces)]
+        return [tuple(space[k].shape) for k in observed_keys(space.spaces)]
     if selector.spec == "xy":
         return [(2,)]
     return [tuple(space[selector.spec].shape)]

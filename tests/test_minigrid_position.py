@@ -168,3 +168,19 @@ def test_the_minigrid_kind_declares_the_entry_for_the_flag_check():
     assert "agent_pos" in state_key_problem("agent_position", kind)  # a typo names the entry
     with pytest.raises(ConfigError, match="agent_pos"):
         StateKey("agent_position")._check_keys(list(kind.dict_keys))
+
+
+def test_rnd_sees_what_the_agent_observes_not_the_position():
+    from explore.rnd import ObsRND
+
+    vec = MiniGridVecEnv(MULTIROOM, num_envs=2, seed=0)
+    try:
+        obs, _ = vec.reset()
+        space = vec.single_observation_space
+    finally:
+        vec.close()
+    rnd = ObsRND(2, space, input_key="obs")
+    assert rnd.input_features == 7 * 7 * 3 + 1 + 96  # image, direction, mission bytes; no agent_pos
+    obs = obs_to_tensor(obs, torch.device("cpu"))
+    moved = {**obs, POSITION_KEY: obs[POSITION_KEY] + 1}
+    assert torch.equal(rnd.inputs(obs, 1), rnd.inputs(moved, 1))
