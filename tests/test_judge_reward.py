@@ -35,6 +35,18 @@ def test_oracle_counts_progress_terms_by_hand():
     assert progress("The monkey hides behind the doormat.") == 0  # whole words only
 
 
+def test_oracle_ignores_the_mission_sentence_of_a_caption_by_hand():
+    # BabyAI/MiniGrid captions start with the goal ("Mission: ... .", envs.text.babyai_text.caption);
+    # a goal that names a key and a door is not progress, or every DoorKey caption would tie
+    assert progress("Mission: use the key to open the door and then get to the goal. You see a wall.") == 0
+    assert progress("Mission: use the key to open the door. You see a yellow key 2 steps left.") == 1
+    assert progress("Mission: open the door. You carry a yellow key. A locked door is 1 step forward.") == 2
+    assert progress("You see a key. Mission: none.") == 1  # only a leading mission sentence is dropped
+    judge = make_judge("oracle")
+    seen = ["Mission: open the door. You see a wall.", "Mission: open the door. You see a yellow key."]
+    assert judge.prefer([(seen[0], seen[1])]) == [0.0]
+
+
 def test_oracle_preferences_by_hand():
     judge = make_judge("oracle")
     assert isinstance(judge, OracleJudge)

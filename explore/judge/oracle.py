@@ -3,7 +3,9 @@
 It exists to test the judge machinery (batching, caching, faults, the judge-reward bonus) where no
 strong language model can be downloaded, and to separate, in a study, what the machinery does from
 what a judge's quality adds. Its knowledge is a fixed list of progress terms (`PROGRESS_TERMS`): keys,
-doors, stairs and new rooms or levels, each counted once per text (whole words, any case).
+doors, stairs and new rooms or levels, each counted once per text (whole words, any case). A leading
+goal sentence ("Mission: ... .", how BabyAI/MiniGrid captions begin) is not read: a goal that names a
+key and a door is not progress, and counting it would make every caption of such a level tie.
 
 - score: progress(text) / (progress(text) + 1), so 0 for no progress term, 0.5 for one, 2/3 for two.
 - prefer: 1.0 when the first text mentions more progress terms, 0.0 when fewer, 0.5 on a tie.
@@ -24,9 +26,14 @@ PROGRESS_TERMS: dict[str, re.Pattern[str]] = {
 }
 
 
+# the caption's goal, as envs.text.babyai_text.caption writes it (BabyAI missions hold no period)
+MISSION_SENTENCE = re.compile(r"^\s*Mission:[^.]*\.\s*")
+
+
 def progress(text: str) -> int:
-    """How many of the progress terms (key, door, stairs, new room) `text` mentions."""
-    return sum(bool(pattern.search(text)) for pattern in PROGRESS_TERMS.values())
+    """How many of the progress terms (key, door, stairs, new room) `text` mentions, after its goal."""
+    state = MISSION_SENTENCE.sub("", text, count=1)
+    return sum(bool(pattern.search(state)) for pattern in PROGRESS_TERMS.values())
 
 
 class OracleJudge(Judge):
