@@ -6,6 +6,7 @@
 #   benchmarks/minigrid_study.sh pilot      # done 2026-12-03: 500k / 1M steps, seed 1, which task and bonus
 #   benchmarks/minigrid_study.sh sweep      # coefficients: 3 values x 2 seeds per bonus, MultiRoom-N4-S5, 1M steps
 #   benchmarks/minigrid_study.sh pilot2     # the candidates not piloted yet: PPO and NovelD, seed 1, 2M steps
+#   benchmarks/minigrid_study.sh pos        # done 2026-12-03: position counts/gates (envs/minigrid.py agent_pos), 1M
 #   benchmarks/minigrid_study.sh baseline   # plain PPO, 5 seeds x 5M steps, on the main tasks (needs no sweep)
 #   benchmarks/minigrid_study.sh main       # every bonus and e3b*rnd, 5 seeds x 5M: set the chosen coefficients first
 #   benchmarks/minigrid_study.sh analyze    # tables and curves from the rows that have landed
@@ -31,7 +32,8 @@ SWEEP=("noveld1=noveld --int-episodic --int-coef 1" "count_e0.3=count_e --int-ep
 TASKS=("$MR4")
 BUDGET=5000000
 # Chosen after the sweep (edit before `main`): one label=flags per bonus, then the product.
-MAIN=("ppo=none" "noveld1=noveld --int-episodic --int-coef 1" "count_e0.3=count_e --int-episodic --int-coef 0.3"
+MAIN=("ppo=none" "noveld0.03_pos=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos"
+  "noveld1=noveld --int-episodic --int-coef 1" "count_e0.3=count_e --int-episodic --int-coef 0.3"
   "rnd1=rnd --no-int-episodic --int-coef 1" "e3b1=e3b --int-episodic --int-coef 1"
   "e3bxrnd1=e3b*rnd --int-episodic --int-coef 1")
 
@@ -60,6 +62,19 @@ for stage in "$@"; do
   sweep)
     bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pilot_b --out benchmarks/minigrid_sweep \
       --tasks $MR4 --methods "${SWEEP[@]}"
+    ;;
+  pos)  # study page sections 4 and 5
+    bench --seeds 1 --total-timesteps 1000000 --root runs/bench/minigrid_pos --out benchmarks/minigrid_pos_pilot \
+      --tasks $MR4 --methods "count_e_pos0.1=count_e --int-episodic --int-coef 0.1 --state-key agent_pos" \
+      "count_pos0.1=count --no-int-episodic --int-coef 0.1 --state-key agent_pos" "e3b1=e3b --int-episodic --int-coef 1" \
+      "noveld1_pos=noveld --int-episodic --int-coef 1 --noveld-state-key agent_pos" \
+      "count_e_pos0.3=count_e --int-episodic --int-coef 0.3 --state-key agent_pos"
+    bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pos --out benchmarks/minigrid_pos_noveld \
+      --tasks $MR4 --methods "noveld0.3_pos=noveld --int-episodic --int-coef 0.3 --noveld-state-key agent_pos" \
+      "noveld0.1_pos=noveld --int-episodic --int-coef 0.1 --noveld-state-key agent_pos" \
+      "noveld0.03_pos=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos"
+    bench --seeds 1 2 --total-timesteps 1000000 --root runs/bench/minigrid_pos --out benchmarks/minigrid_pos_ppo \
+      --tasks $MR4 --methods ppo=none
     ;;
   baseline)
     for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[0]}"; done
