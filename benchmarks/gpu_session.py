@@ -52,6 +52,11 @@ MARKDOWN_NAME = "gpu_session.md"
 LOG_NAME = "gpu_session.log"
 TOP_KERNELS = 10
 LOG_TAIL_LINES = 30
+# A phase dumps its stacks this many seconds before its budget runs out, and only when its budget is
+# at least STACK_DUMP_MIN_BUDGET_S: faulthandler's timed dump reads the running thread's frames
+# without the GIL and can itself crash the phase (seen here: SIGSEGV mid-import, 1 s into a 2 s budget).
+STACK_DUMP_LEAD_S = 3.0
+STACK_DUMP_MIN_BUDGET_S = 10.0
 MIN_PHASE_SECONDS = 5.0  # a phase is skipped when less than this is left of the total budget
 # the CUDA runtime and driver calls that put work on the device (their CPU time is launch overhead)
 LAUNCH_CALLS = (
@@ -355,7 +360,8 @@ def phase_table(session: Session) -> dict[str, tuple[Callable[[], dict[str, Any]
 def run_phase_here(name: str, settings: str, result_path: str, budget: str) -> None:
     """The phase process: run one phase and write {"result": ...} or {"error": ...} to result_path."""
     # the stacks go to the log shortly before the driver kills a phase that outruns its budget
-    faulthandler.dump_traceback_later(max(1.0, float(budget) - 3.0), exit=False)
+    if float(budget) >= STACK_DUMP_MIN_BUDGET_S:
+        faulthandler.dump_traceback_later(float(budget) - STACK_DUMP_LEAD_S, exit=False)
     session = Session(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(settings).items()})
     if session.torch_threads > 0:
         import torch
@@ -399,8 +405,15 @@ def run_phase(name: str, session: Session, budget: float, log: Path) -> dict[str
     record: dict[str, Any] = {"budget_s": round(budget, 1), "seconds": seconds}
     text = Path(result_path).read_text() if Path(result_path).exists() else ""
     Path(result_path).unlink(missing_ok=True)
+    dump_was_due = budget >= STACK_DUMP_MIN_BUDGET_S and seconds >= budget - STACK_DUMP_LEAD_S
     if returncode is None:
         record.update(status="timeout", error=f"stopped after its budget of {budget:.0f} s")
+    elif returncode < 0 and not text and dump_was_due:  # the phase was about to be stopped anyway
+        record.update(
+            status="timeout",
+            error=f"stopped after its budget of {budget:.0f} s "
+            f"(it died of signal {-returncode} while its stacks were dumped)",
+        )
     elif not text:
         record.update(status="error", error=f"the phase process exited with code {returncode}")
     else:
