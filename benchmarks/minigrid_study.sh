@@ -7,6 +7,7 @@
 #   benchmarks/minigrid_study.sh sweep      # coefficients: 3 values x 2 seeds per bonus, MultiRoom-N4-S5, 1M steps
 #   benchmarks/minigrid_study.sh pilot2     # the candidates not piloted yet: PPO and NovelD, seed 1, 2M steps
 #   benchmarks/minigrid_study.sh pos        # done 2026-12-03: position counts/gates (envs/minigrid.py agent_pos), 1M
+#   benchmarks/minigrid_study.sh diag       # 2026-12-03 (2nd session): variants of NovelD-pos, 2 seeds x 1M
 #   benchmarks/minigrid_study.sh baseline   # plain PPO, 5 seeds x 5M steps, on the main tasks (needs no sweep)
 #   benchmarks/minigrid_study.sh main       # every bonus and e3b*rnd, 5 seeds x 5M: set the chosen coefficients first
 #   benchmarks/minigrid_study.sh analyze    # tables and curves from the rows that have landed
@@ -82,6 +83,14 @@ for stage in "$@"; do
   main)
     for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}"; done
     ;;
+  diag)  # study page section 6: why NovelD-pos plateaus at ~12 %; 2 seeds, 1M, two runs at a time
+    python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 --total-timesteps 1000000 \
+      --root runs/bench/minigrid_pos --out benchmarks/minigrid_diag --tasks $MR4 --methods \
+      "noveld0.01_pos=noveld --int-episodic --int-coef 0.01 --noveld-state-key agent_pos" \
+      "noveld0.03_pos_noadvnorm=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos --no-norm-adv" \
+      "noveldraw0.05_pos=noveld --int-episodic --int-coef 0.05 --reward-norm none --noveld-state-key agent_pos" \
+      "ppo_noadvnorm=none --no-norm-adv"
+    ;;
   analyze)
     bench --seeds 1 --total-timesteps 2000000 --root runs/bench/minigrid_pilot2 --out benchmarks/minigrid_pilot2 \
       --tasks MiniGrid-ObstructedMaze-1Dlh-v0 MiniGrid-MultiRoom-N6-v0 MiniGrid-DoorKey-16x16-v0 \
@@ -90,6 +99,6 @@ for stage in "$@"; do
       --tasks $MR4 --methods "${SWEEP[@]}" --analyze-only
     for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}" --analyze-only; done
     ;;
-  *) echo "unknown stage $stage: pilot, pilot2, sweep, baseline, main or analyze" >&2; exit 2 ;;
+  *) echo "unknown stage $stage: pilot, pilot2, sweep, pos, diag, baseline, main or analyze" >&2; exit 2 ;;
   esac
 done
