@@ -1,4 +1,5 @@
-"""`explore bench`: tasks x methods x seeds of `explore train`, in parallel processes, resumable, aggregated.
+"""`explore bench`: tasks x methods x seeds of `explore train` (or `explore text`), in parallel processes,
+resumable, aggregated.
 
     python -m explore bench --tasks DeepSea-N10-v0 DeepSea-N20-v0 --preset deepsea \\
         --methods ppo=none "count=count --int-coef 0.5" --seeds 1 2 3 4 5 \\
@@ -8,6 +9,12 @@ A method is `[LABEL=]BONUS [FLAGS...]`: a bonus expression (agents.ppo.Config.bo
 only its runs get (e.g. a coefficient); `--common` flags go to every run. Each run is one
 `python -m explore train` process in <root>/<task>__<label>__<seed>, its output in train.log there;
 `--jobs` of them run at once (default: the CPUs this process may use).
+
+`--trainer text` runs `python -m explore text` instead (a language-model agent on text games,
+agents.llm.ppo): the same grid, directories, resume and rows. The text trainer has no presets and no
+fixed episode length, so --preset and --budget-episodes are refused with it, and every run's flags are
+checked by the text trainer's own validation before anything is written (a bonus that cannot read
+text, a flag it does not have).
 
 Resumable, so a long study can be killed and continued with the same command:
 - a run whose result is recorded (bench_result.json) is skipped;
@@ -42,6 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -69,20 +77,25 @@ CSV_FIELDS = (
     "command",
 )
 _LABEL = re.compile(r"^([A-Za-z0-9_.:-]+)=(.*)$")
+TRAINERS = ("train", "text")  # the `explore` commands a run can be
+DEFAULT_PRESET = "minigrid"  # the preset of `--trainer train` runs when --preset is not given
 
 
 @dataclass
 class Args:
     """A grid of tasks x methods x seeds of `explore train` in parallel processes, resumable, aggregated."""
 
+    trainer: Literal["train", "text"] = "train"
+    """the command of every run: `explore train` (PPO, agents.ppo) or `explore text` (a language-model agent on
+    text games, agents.llm.ppo; no --preset or --budget-episodes: its flags go in --common and the methods)"""
     tasks: tuple[str, ...] = ("DeepSea-N10-v0",)
     """environment ids"""
     methods: tuple[str, ...] = ("none", "count")
     """'[LABEL=]BONUS [FLAGS...]', e.g. 'ppo=none' or 'rnd0.5=rnd --int-coef 0.5' (flags for that method's runs)"""
     seeds: tuple[int, ...] = (1, 2, 3)
     """seeds of every (task, method)"""
-    preset: str = "minigrid"
-    """the training preset every run starts from (agents.ppo.PRESETS)"""
+    preset: str | None = None
+    """the training preset every run starts from (agents.ppo.PRESETS; default: minigrid); --trainer train only"""
     common: str = ""
     """flags for every run, one string, e.g. '--num-envs 16 --env-groups 1'"""
     total_timesteps: int | None = None
@@ -129,14 +142,14 @@ class Run:
     path: Path
 
     def command(self, args: Args) -> list[str]:
-        """The `explore train` command of a fresh start (also the run's identity)."""
+        """The `explore train` (or `explore text`) command of a fresh start (also the run's identity)."""
         steps = [] if self.total_timesteps is None else ["--total-timesteps", str(self.total_timesteps)]
+        preset = [] if args.trainer == "text" else ["--preset", args.preset or DEFAULT_PRESET]
         return [
             "-m",
             "explore",
-            "train",
-            "--preset",
-            args.preset,
+            args.trainer,
+            *preset,
             "--env-id",
             self.task,
             "--bonus",
@@ -188,8 +201,13 @@ def episode_length(task: str) -> int:
     return int(length)
 
 
-def plan(args: Args) -> list[Run]:
-    """Every run of the grid; ConfigError on bad arguments, before anything is written."""
+def plan(args: Args, check_runs: bool = True) -> list[Run]:
+    """Every run of the grid; ConfigError on bad arguments, before anything is written.
+
+    `check_runs`: for --trainer text, validate every run's flags as the text trainer does (off when only
+    reading finished runs: a grid trained with --device cuda is analysed on a machine without one)."""
+    if args.trainer not in TRAINERS:
+        raise ConfigError(f"--trainer {args.trainer!r} is invalid: choose one of {', '.join(TRAINERS)}")
     if not args.tasks or not args.methods or not args.seeds:
         raise ConfigError("--tasks, --methods and --seeds each need at least one value")
     if args.total_timesteps is not None and args.budget_episodes is not None:
@@ -202,10 +220,24 @@ def plan(args: Args) -> list[Run]:
         raise ConfigError(f"--solve-threshold {args.solve_threshold} is invalid: it must lie in (0, 1]")
     if args.solve_min_episodes < 1:
         raise ConfigError(f"--solve-min-episodes {args.solve_min_episodes} is invalid: it must be >= 1")
-    from agents.ppo import PRESETS
+    if args.trainer == "text":
+        if args.preset is not None:
+            raise ConfigError(
+                f"--preset {args.preset!r} is invalid with --trainer text: the text trainer has no presets; "
+                "give its flags in --common or a method's flags (`explore text --help` lists them)"
+            )
+        if args.budget_episodes is not None:
+            raise ConfigError(
+                f"--budget-episodes {args.budget_episodes} is invalid with --trainer text: a text game's episode "
+                "ends at a success or at --max-episode-steps, so no fixed length converts episodes to turns; "
+                "use --total-timesteps (turns over all envs)"
+            )
+    else:
+        from agents.ppo import PRESETS
 
-    if args.preset not in PRESETS:
-        raise ConfigError(f"--preset {args.preset!r} is invalid: valid presets: {', '.join(PRESETS)}")
+        preset = args.preset or DEFAULT_PRESET
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset {preset!r} is invalid: valid presets: {', '.join(PRESETS)}")
     import envs
 
     for task in args.tasks:
@@ -223,7 +255,30 @@ def plan(args: Args) -> list[Run]:
             for seed in args.seeds:
                 path = args.root / f"{short_task(task)}__{method.label}__{seed}"
                 runs.append(Run(task, method, seed, steps, path))
+    if args.trainer == "text" and check_runs:
+        check_text_runs(runs, args)
     return runs
+
+
+def check_text_runs(runs: Sequence[Run], args: Args) -> None:
+    """Every `explore text` run parsed and validated as the text trainer will (agents.llm.ppo.validate):
+    a flag it does not take, a bonus that cannot read text or a bad value fails here, naming the method,
+    not in every run's process. Writes nothing (the run directories are probed, not created)."""
+    from agents.llm.ppo import parse_config, validate
+
+    for run in runs:
+        argv = run.command(args)[3:]  # after "-m explore text"
+        where = f"method {run.method.label!r} on {run.task} (seed {run.seed})"
+        try:
+            config = parse_config(argv, prog="explore text")
+        except SystemExit as exc:  # tyro printed which flag it refused
+            raise ConfigError(
+                f"{where}: `explore text` does not take these flags (its error is above): {shlex.join(argv)}"
+            ) from exc
+        try:
+            validate(config)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
 
 
 def run_state(run: Run, args: Args) -> str:
@@ -263,7 +318,7 @@ def train_run(run: Run, args: Args) -> tuple[str, float, int]:
         argv = run.command(args)
     else:  # the saved config has every setting; the budget is restated so the run ends where planned
         steps = [] if run.total_timesteps is None else ["--total-timesteps", str(run.total_timesteps)]
-        argv = ["-m", "explore", "train", "--resume", str(run.path), *steps, "--no-progress"]
+        argv = ["-m", "explore", args.trainer, "--resume", str(run.path), *steps, "--no-progress"]
     start = time.time()
     with (run.path / LOG_FILE).open("a") as log:
         code = subprocess.run(
@@ -297,7 +352,9 @@ def first_solved(
 
 
 def score_run(run: Run, args: Args, wall_s: float) -> dict:
-    """The CSV row of a finished run, from its TensorBoard events."""
+    """The CSV row of a finished run, from its TensorBoard events. Both trainers log through
+    explore.logger.Logger: charts/episodic_return and charts/success_rate per update's finished episodes,
+    charts/SPS per update (the text trainer's steps are turns over all envs)."""
     from explore.study import final_score, read_curves
 
     curves = read_curves(run.path, extra_tags=("charts/SPS",))
@@ -451,7 +508,7 @@ def analyze(args: Args, log: Callable[[str], None] = print) -> list[dict]:
     """Write <out>.md and <out>_success.png from <out>_runs.csv and the run directories."""
     from explore.study import plot_curves, read_curves
 
-    runs = plan(args)
+    runs = plan(args, check_runs=False)
     rows = read_rows(Path(f"{args.out}_runs.csv"))
     keys = {(run.task, run.method.label, str(run.seed)) for run in runs}
     rows = [r for r in rows if _key(r) in keys]
