@@ -53,7 +53,7 @@ from typing import Literal
 
 import numpy as np
 
-from explore.errors import ConfigError
+from explore.errors import ConfigError, check_seed, check_writable_dir
 
 RUN_FILE = "bench_run.json"  # the command of the run, written when it first starts
 RESULT_FILE = "bench_result.json"  # its CSV row, written when it finished
@@ -177,7 +177,10 @@ def parse_method(spec: str) -> Method:
     from explore.combine import parse_bonus
 
     if words[0] != "none":
-        parse_bonus(words[0])
+        try:
+            parse_bonus(words[0])
+        except ConfigError as exc:
+            raise ConfigError(f"--methods {spec!r}: {exc}") from exc
     return Method(label or words[0], words[0], tuple(words[1:]))
 
 
@@ -220,6 +223,17 @@ def plan(args: Args, check_runs: bool = True) -> list[Run]:
         raise ConfigError(f"--solve-threshold {args.solve_threshold} is invalid: it must lie in (0, 1]")
     if args.solve_min_episodes < 1:
         raise ConfigError(f"--solve-min-episodes {args.solve_min_episodes} is invalid: it must be >= 1")
+    if not 0 < args.final_fraction <= 1:
+        raise ConfigError(f"--final-fraction {args.final_fraction} is invalid: it must lie in (0, 1]")
+    for name in ("reps", "curve_bins"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid: it must be >= 1")
+    if args.torch_threads < 0:
+        raise ConfigError(
+            f"--torch-threads {args.torch_threads} is invalid: it must be >= 0 (0: the trainer's own choice)"
+        )
+    for seed in args.seeds:
+        check_seed(seed, flag="--seeds")
     if args.trainer == "text":
         if args.preset is not None:
             raise ConfigError(
@@ -246,6 +260,9 @@ def plan(args: Args, check_runs: bool = True) -> list[Run]:
     labels = [m.label for m in methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--methods: labels must be unique, got {labels}")
+    # last, as they touch the disk (a probe, nothing left behind): the folders the runs and outputs go in
+    check_writable_dir(args.root, flag="--root")
+    check_writable_dir(Path(args.out).parent, flag="--out")
     runs = []
     for task in args.tasks:
         steps = args.total_timesteps

@@ -566,6 +566,35 @@ GO_EXPLORE_ANYTHING_GOES = {
 }
 GO_EXPLORE_BASE = ["--frames", "200", "--no-progress", "--run-dir", "<tmp>/run"]
 
+BENCH_BAD: dict[str, list[str]] = {
+    "methods": ["x=--int-coef 1", "no_such_bonus"],
+    "seeds": ["-1"],
+    "preset": ["fast"],
+    "total_timesteps": ["0"],
+    "budget_episodes": ["0"],
+    "torch_threads": ["-1"],
+    "jobs": ["-1"],
+    "root": [FILE_IN_PATH],
+    "out": [FILE_IN_PATH],
+    "solve_threshold": ["0", "1.5", "nan"],
+    "solve_min_episodes": ["0"],
+    "final_fraction": ["0", "1.5", "nan"],
+    "reps": ["0"],
+    "curve_bins": ["0"],
+}
+BENCH_ANYTHING_GOES = {
+    "trainer": "a Literal (and the text trainer's refusals: tests/test_bench_text.py)",
+    "tasks": "env ids: an unknown one raises UnknownEnvError naming the id, not the flag (tests/test_bench.py)",
+    "common": "flags of every run: `explore train` checks them in each run, --trainer text before any run",
+    "analyze_only": "a boolean",
+}
+# a tiny DeepSea grid: a bad value that slips through trains one short run
+BENCH_BASE = [
+    "--tasks", "DeepSea-N5-v0", "--preset", "deepsea", "--methods", "ppo=none", "--seeds", "1",
+    "--total-timesteps", "64", "--common=--num-envs 4 --num-steps 16", "--jobs", "1",
+    "--root", "<tmp>/runs", "--out", "<tmp>/out/grid", "--reps", "10",
+]  # fmt: skip
+
 
 def _config_class(command: str) -> type:
     if command == "train":
@@ -576,6 +605,10 @@ def _config_class(command: str) -> type:
         from agents.llm.ppo import Config as TextConfig
 
         return TextConfig
+    if command == "bench":
+        from explore.bench import Args as BenchArgs
+
+        return BenchArgs
     if command == "bandits":
         from explore.bandit_report import BanditsConfig
 
@@ -590,6 +623,7 @@ COMMANDS = {
     "text": (TEXT_BAD, TEXT_ANYTHING_GOES, TEXT_BASE),
     "bandits": (BANDITS_BAD, BANDITS_ANYTHING_GOES, BANDITS_BASE),
     "go-explore": (GO_EXPLORE_BAD, GO_EXPLORE_ANYTHING_GOES, GO_EXPLORE_BASE),
+    "bench": (BENCH_BAD, BENCH_ANYTHING_GOES, BENCH_BASE),
 }
 # flags whose bad value only shows with another flag: (extra flags)
 CONTEXT = {("text", "group_size"): ["--credit", "grpo"], ("text", "num_minibatches"): []}
