@@ -583,7 +583,7 @@ BENCH_BAD: dict[str, list[str]] = {
     "curve_bins": ["0"],
 }
 BENCH_ANYTHING_GOES = {
-    "trainer": "a Literal (and the text trainer's refusals: tests/test_bench_text.py)",
+    "trainer": "a Literal (the text trainer's refusals: tests/test_bench.py)",
     "tasks": "env ids: an unknown one raises UnknownEnvError naming the id, not the flag (tests/test_bench.py)",
     "common": "flags of every run: `explore train` checks them in each run, --trainer text before any run",
     "analyze_only": "a boolean",
