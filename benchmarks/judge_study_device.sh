@@ -9,7 +9,7 @@
 #   bash benchmarks/judge_study_device.sh full keyroom     # one of them (keyroom or text)
 #   bash benchmarks/judge_study_device.sh full both --analyze-only   # tables and curves of what has landed
 #   nice -n 15 bash benchmarks/judge_study_device.sh tiny  # every command path at CPU size: cpu, seed 1, a few
-#                                                          # updates a run, 12 runs (about 3 min on 2 loaded cores)
+#                                                          # updates a run, 12 runs (about 2 min on 2 loaded cores)
 #
 # Resumable: rerun the same command; finished runs are skipped, killed ones resume from their checkpoint.
 # full: runs in runs/judge_study/{keyroom,text_unlock}/, rows in benchmarks/judge_study_{keyroom,text_unlock}_runs.csv,
@@ -26,10 +26,10 @@ case "$MODE" in
     KEYROOM_COMMON="--num-envs 16"
     TEXT_COMMON="--int-coef 0.1"
     ROOT=runs/judge_study OUT=benchmarks/judge_study ;;
-  tiny)  # sizes that only check the commands: two updates of 32 steps, three of 8 turns
+  tiny)  # sizes that only check the commands: two updates of 32 steps, five of 8 turns
     DEVICE=cpu SEEDS=(1) JOBS=${JOBS:-2}
-    JUDGE_TINY="--judge-min-pairs 4 --judge-fit-steps 20"  # the motif arms fit a reward model within a tiny run
-    KEYROOM_STEPS=64 TEXT_TURNS=24
+    JUDGE_TINY="--judge-min-pairs 2 --judge-fit-steps 20"  # the motif arms fit a reward model within a tiny run
+    KEYROOM_STEPS=64 TEXT_TURNS=40
     KEYROOM_COMMON="--num-envs 2 --num-steps 16 --env-groups 1 --max-episode-steps 8"
     TEXT_COMMON="--int-coef 0.1 --num-envs 2 --num-turns 4 --num-minibatches 1 --max-episode-steps 4 --tiny-corpus-episodes 4"
     ROOT=runs/judge_study_device_tiny OUT=runs/judge_study_device_tiny/judge_study ;;
