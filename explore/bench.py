@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -77,17 +77,18 @@ CSV_FIELDS = (
     "command",
 )
 _LABEL = re.compile(r"^([A-Za-z0-9_.:-]+)=(.*)$")
-TRAINERS = ("train", "text")  # the `explore` commands a run can be
+Trainer = Literal["train", "text"]  # the `explore` command each run is
+TRAINERS: tuple[str, ...] = get_args(Trainer)
 DEFAULT_PRESET = "minigrid"  # the preset of `--trainer train` runs when --preset is not given
 
 
 @dataclass
 class Args:
-    """A grid of tasks x methods x seeds of `explore train` in parallel processes, resumable, aggregated."""
+    """A grid of tasks x methods x seeds of `explore train` (or `explore text`) in parallel processes, resumable,
+    aggregated."""
 
-    trainer: Literal["train", "text"] = "train"
-    """the command of every run: `explore train` (PPO, agents.ppo) or `explore text` (a language-model agent on
-    text games, agents.llm.ppo; no --preset or --budget-episodes: its flags go in --common and the methods)"""
+    trainer: Trainer = "train"
+    """each run is `explore train` (PPO) or `explore text` (text games; no --preset or --budget-episodes)"""
     tasks: tuple[str, ...] = ("DeepSea-N10-v0",)
     """environment ids"""
     methods: tuple[str, ...] = ("none", "count")
