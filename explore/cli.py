@@ -17,7 +17,7 @@ commands:
   bandits     every bandit baseline on a suite: Markdown table, CSV, regret plots
   go-explore  Go-Explore's exploration phase on Atari (`explore go-explore --help`)
   text        train a language-model agent on a text game with token-level credit (POAD, ...)
-  bench       tasks x bonuses x seeds of `train` in parallel, resumable; IQM table and curves
+  bench       tasks x bonuses x seeds of `train` or `text` in parallel, resumable; IQM tables, curves
   judge-reward fit   captions from a random policy, judge preferences, a Bradley-Terry reward model
               (`--bonus judge` of `explore train` loads it: --judge-reward-model DIR)
 
