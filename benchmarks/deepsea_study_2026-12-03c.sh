@@ -10,3 +10,9 @@ B 20 --seeds 1 2 --methods "rnd0.1noadvnorm=rnd --int-coef 0.1 --no-norm-adv" "r
   "noveld0.1noadvnorm=noveld --int-coef 0.1 --no-norm-adv" "noveld1noadvnorm=noveld --int-coef 1 --no-norm-adv"
 # 2. E3B (episodic, as its paper) at N=10, 5 seeds: section 2 found it below plain PPO there
 B 10 --seeds 1 2 3 4 5 --methods "e3b1noadvnorm=e3b --int-episodic --int-coef 1 --no-norm-adv"
+# 3. the sweep's choice per bonus (highest success AUC, as the MiniGrid study chooses): rnd1 and noveld1, 5 seeds
+#    at N=20 (seeds 1-2 are the sweep's), then N=30
+B 20 --seeds 1 2 3 4 5 --methods "rnd1noadvnorm=rnd --int-coef 1 --no-norm-adv" "noveld1noadvnorm=noveld --int-coef 1 --no-norm-adv"
+B 30 --seeds 1 2 3 4 5 --methods "rnd1noadvnorm=rnd --int-coef 1 --no-norm-adv" "noveld1noadvnorm=noveld --int-coef 1 --no-norm-adv"
+# 4. N=10 for the same two (so that every size has every method)
+B 10 --seeds 1 2 3 4 5 --methods "rnd1noadvnorm=rnd --int-coef 1 --no-norm-adv" "noveld1noadvnorm=noveld --int-coef 1 --no-norm-adv"
