@@ -13,6 +13,7 @@
 #   benchmarks/minigrid_study.sh pilot4     # KeyCorridorS3R2/S3R3, ObstructedMaze-1Dl, DoorKey-16x16: PPO, NovelD-pos
 #   benchmarks/minigrid_study.sh keycorridor  # KeyCorridorS3R2: PPO and NovelD-pos 0.03, 5 seeds x 1M
 #   benchmarks/minigrid_study.sh obstructed   # ObstructedMaze-1Dl: PPO and NovelD-pos 0.03, 5 seeds x 1M
+#   benchmarks/minigrid_study.sh rows3      # (not run) the other bonuses on the three qualifying tasks, 5 seeds x 1M
 #   benchmarks/minigrid_study.sh lstm       # MultiRoom-N4-S5 with an LSTM policy: PPO and NovelD-pos, 2 seeds x 1M
 #   benchmarks/minigrid_study.sh table1m    # every bonus and E3B x RND, 5 seeds x 1M (the CPU-scale table)
 #   benchmarks/minigrid_study.sh baseline   # plain PPO, 5 seeds x 5M steps, on the main tasks (needs no sweep)
@@ -127,6 +128,14 @@ for stage in "$@"; do
       --root runs/bench/minigrid_pilot4 --out benchmarks/minigrid_obstructedmaze_1dl --tasks MiniGrid-ObstructedMaze-1Dl-v0 \
       --methods "ppo=none" "noveld0.03_pos=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos"
     ;;
+  rows3)  # not run yet: every other bonus on the three tasks of section 10, 5 seeds x 1M (as section 9's rows)
+    python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 3 4 5 --total-timesteps 1000000 \
+      --root runs/bench/minigrid_rows3 --out benchmarks/minigrid_rows3 \
+      --tasks MiniGrid-DoorKey-8x8-v0 MiniGrid-KeyCorridorS3R2-v0 MiniGrid-ObstructedMaze-1Dl-v0 --methods \
+      "count_e_pos0.1=count_e --int-episodic --int-coef 0.1 --state-key agent_pos" \
+      "rnd1=rnd --no-int-episodic --int-coef 1" "e3b1=e3b --int-episodic --int-coef 1" \
+      "e3bxrnd1=e3b*rnd --int-episodic --int-coef 1"
+    ;;
   lstm)  # study page section 10: the recurrent-policy hypothesis of section 6, 2 seeds x 1M, two at a time
     python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 --total-timesteps 1000000 \
       --root runs/bench/minigrid_pos --out benchmarks/minigrid_lstm --tasks $MR4 --methods "ppo_lstm=none --use-lstm" \
@@ -150,6 +159,6 @@ for stage in "$@"; do
       --tasks $MR4 --methods "${SWEEP[@]}" --analyze-only
     for task in "${TASKS[@]}"; do main_task "$task" --methods "${MAIN[@]}" --analyze-only; done
     ;;
-  *) echo "unknown stage $stage: pilot, pilot2, sweep, pos, diag, pilot3, doorkey8, pilot4, keycorridor, obstructed, lstm, table1m, baseline, main or analyze" >&2; exit 2 ;;
+  *) echo "unknown stage $stage: pilot, pilot2, sweep, pos, diag, pilot3, doorkey8, pilot4, keycorridor, obstructed, rows3, lstm, table1m, baseline, main or analyze" >&2; exit 2 ;;
   esac
 done
