@@ -13,7 +13,7 @@
 #   benchmarks/minigrid_study.sh pilot4     # KeyCorridorS3R2/S3R3, ObstructedMaze-1Dl, DoorKey-16x16: PPO, NovelD-pos
 #   benchmarks/minigrid_study.sh keycorridor  # KeyCorridorS3R2: PPO and NovelD-pos 0.03, 5 seeds x 1M
 #   benchmarks/minigrid_study.sh obstructed   # ObstructedMaze-1Dl: PPO and NovelD-pos 0.03, 5 seeds x 1M
-#   benchmarks/minigrid_study.sh rows3      # (not run) the other bonuses on the three qualifying tasks, 5 seeds x 1M
+#   benchmarks/minigrid_study.sh rows3      # (RND, E3B x RND done) the other bonuses on the three qualifying tasks, 5 seeds x 1M
 #   benchmarks/minigrid_study.sh lstm       # MultiRoom-N4-S5 with an LSTM policy: PPO and NovelD-pos, 2 seeds x 1M
 #   benchmarks/minigrid_study.sh table1m    # every bonus and E3B x RND, 5 seeds x 1M (the CPU-scale table)
 #   benchmarks/minigrid_study.sh baseline   # plain PPO, 5 seeds x 5M steps, on the main tasks (needs no sweep)
@@ -107,12 +107,12 @@ for stage in "$@"; do
       "count_e_pos0.1=count_e --int-episodic --int-coef 0.1 --state-key agent_pos" \
       "rnd1=rnd --no-int-episodic --int-coef 1"
     ;;
-  doorkey8)  # study page section 7: DoorKey-8x8, PPO against NovelD-pos 0.03, 5 seeds x 1M (pilot3 seed 1 reused)
+  doorkey8)  # study page section 8: DoorKey-8x8, PPO against NovelD-pos 0.03, 5 seeds x 1M (pilot3 seed 1 reused)
     python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 3 4 5 --total-timesteps 1000000 \
       --root runs/bench/minigrid_pilot3 --out benchmarks/minigrid_doorkey8 --tasks MiniGrid-DoorKey-8x8-v0 \
       --methods "ppo=none" "noveld0.03_pos=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos"
     ;;
-  pilot4)  # study page section 9: NovelD-pos 0.03 on four more candidates, seed 1, 1M, two at a time
+  pilot4)  # study page section 10: NovelD-pos 0.03 on four more candidates, seed 1, 1M, two at a time
     python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 --total-timesteps 1000000 \
       --root runs/bench/minigrid_pilot4 --out benchmarks/minigrid_pilot4 \
       --tasks MiniGrid-KeyCorridorS3R2-v0 MiniGrid-KeyCorridorS3R3-v0 MiniGrid-ObstructedMaze-1Dl-v0 MiniGrid-DoorKey-16x16-v0 \
@@ -128,7 +128,8 @@ for stage in "$@"; do
       --root runs/bench/minigrid_pilot4 --out benchmarks/minigrid_obstructedmaze_1dl --tasks MiniGrid-ObstructedMaze-1Dl-v0 \
       --methods "ppo=none" "noveld0.03_pos=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos"
     ;;
-  rows3)  # not run yet: every other bonus on the three tasks of section 10, 5 seeds x 1M (as section 9's rows)
+  rows3)  # every other bonus on the three tasks of section 10, 5 seeds x 1M (as section 9's rows);
+    # RND and E3B x RND ran 2026-12-03 (section 10b), count_e-pos and E3B not yet
     python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 3 4 5 --total-timesteps 1000000 \
       --root runs/bench/minigrid_rows3 --out benchmarks/minigrid_rows3 \
       --tasks MiniGrid-DoorKey-8x8-v0 MiniGrid-KeyCorridorS3R2-v0 MiniGrid-ObstructedMaze-1Dl-v0 --methods \
@@ -136,12 +137,12 @@ for stage in "$@"; do
       "rnd1=rnd --no-int-episodic --int-coef 1" "e3b1=e3b --int-episodic --int-coef 1" \
       "e3bxrnd1=e3b*rnd --int-episodic --int-coef 1"
     ;;
-  lstm)  # study page section 10: the recurrent-policy hypothesis of section 6, 2 seeds x 1M, two at a time
+  lstm)  # study page section 11: the recurrent-policy hypothesis of section 6, 2 seeds x 1M, two at a time
     python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 --total-timesteps 1000000 \
       --root runs/bench/minigrid_pos --out benchmarks/minigrid_lstm --tasks $MR4 --methods "ppo_lstm=none --use-lstm" \
       "noveld0.03_pos_lstm=noveld --int-episodic --int-coef 0.03 --noveld-state-key agent_pos --use-lstm"
     ;;
-  table1m)  # study page section 7: the row of every bonus and E3B x RND at the CPU's scale, 5 seeds x 1M.
+  table1m)  # study page section 9: the row of every bonus and E3B x RND at the CPU's scale, 5 seeds x 1M.
     # Coefficients: the best success AUC of each bonus's sweep/pilot rows (sections 2, 4-6); PPO and
     # NovelD-pos 0.03 are section 5's runs (same root, skipped).
     python -m explore bench --preset minigrid-fast --jobs 2 --seeds 1 2 3 4 5 --total-timesteps 1000000 \
